@@ -7,3 +7,13 @@ from facemetric.losses.base import ClassifierLoss, EmbeddingLoss, check_inputs
 from facemetric.losses.registry import LOSSES, build_loss
 
 __all__ = ["LOSSES", "build_loss", "EmbeddingLoss", "ClassifierLoss", "check_inputs"]
+
+# importing the modules registers them
+from facemetric.losses import center as _center  # noqa: E402,F401
+from facemetric.losses import l2_softmax as _l2_softmax  # noqa: E402,F401
+from facemetric.losses import softmax as _softmax  # noqa: E402,F401
+from facemetric.losses.center import CenterLoss, center_update  # noqa: E402
+from facemetric.losses.l2_softmax import L2SoftmaxLoss, alpha_lower_bound  # noqa: E402
+from facemetric.losses.softmax import SoftmaxLoss  # noqa: E402
+
+__all__ += ["SoftmaxLoss", "L2SoftmaxLoss", "alpha_lower_bound", "CenterLoss", "center_update"]
