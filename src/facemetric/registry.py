@@ -22,6 +22,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._aliases: set[str] = set()
 
     def register(self, name: str, *aliases: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
@@ -30,6 +31,7 @@ class Registry(Generic[T]):
                 if key in self._items:
                     raise KeyError(f"{self.kind} {key!r} is already registered")
                 self._items[key] = factory
+            self._aliases.update(a.lower() for a in aliases)
             return factory
 
         return deco
@@ -49,8 +51,9 @@ class Registry(Generic[T]):
         except TypeError as exc:  # wrong/unknown keyword for this component
             raise ConfigError(f"{self.kind} {name!r}: {exc}") from None
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, aliases: bool = False) -> list[str]:
+        """Registered names (primary names only unless ``aliases``)."""
+        return sorted(k for k in self._items if aliases or k not in self._aliases)
 
     def __contains__(self, name: object) -> bool:
         return str(name).lower() in self._items

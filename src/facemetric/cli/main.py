@@ -1,0 +1,116 @@
+"""``facemetric`` entry point. Each command parses its arguments and calls the Python API;
+user errors (:class:`~facemetric.errors.FacemetricError`) print one line and exit with 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facemetric.errors import FacemetricError
+
+app = typer.Typer(
+    name="facemetric",
+    help="Discriminative face embeddings: train, evaluate, demo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory for report.json/.html and figures")] = Path("runs/demo"),
+    epochs: Annotated[int | None, typer.Option(help="epochs per loss (default: the recipe's)")] = None,
+    loss: Annotated[list[str] | None, typer.Option("--loss", help="only these variants (repeatable)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train LeNets++ (2-D features) on the embedded digits with each founding loss; report."""
+    from facemetric.demo import DEMO_VARIANTS, run_demo
+
+    known = [n for n, _, _ in DEMO_VARIANTS]
+    for name in loss or []:
+        if name not in known:
+            raise FacemetricError(f"--loss: unknown variant {name!r}; expected one of {', '.join(known)}")
+    report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet)
+    typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12}")
+    for name, r in report["losses"].items():
+        typer.echo(
+            f"{name:<20} {r['accuracy']:7.4f} {r['val_at_far_1e-3']:9.4f} {r['auc']:7.4f} "
+            f"{r['eer']:7.4f} {r['intra_inter_ratio']:12.4f}"
+        )
+    typer.echo(f"report: {out / 'report.html'} ({report['total_seconds']:.0f} s)")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe (configs/*.yaml)")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="run directory (default runs/<name>-<time>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --run-dir from its newest checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Train a model from a YAML config plus key=value overrides."""
+    from facemetric.train.experiment import run_experiment
+
+    if resume and run_dir is None:
+        raise FacemetricError("--resume needs --run-dir (the run to continue)")
+    result = run_experiment(config, overrides=list(overrides or []), run_dir=run_dir, resume=resume, progress=not quiet)
+    val = result.final.get("val")
+    if val:
+        typer.echo(
+            f"val accuracy {val['accuracy_mean']:.4f} ± {val['accuracy_std']:.4f}, "
+            f"VAL@FAR={val['far_target']:g}: {val['val']:.4f}, AUC {val['auc']:.4f}, EER {val['eer']:.4f}"
+        )
+    typer.echo(f"run directory: {result.run_dir}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered backbones."""
+    from facemetric.models import MODELS, build_model
+
+    for name in MODELS.names():
+        try:
+            n = sum(p.numel() for p in build_model(name).parameters())
+            typer.echo(f"{name:<16} {n:>12,d} parameters (default options)")
+        except FacemetricError:
+            typer.echo(name)
+
+
+@app.command()
+def losses() -> None:
+    """List the registered losses and heads."""
+    from facemetric.losses import LOSSES
+
+    for name in LOSSES.names():
+        doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
+        typer.echo(f"{name:<16} {doc[0] if doc else ''}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except FacemetricError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; the newest checkpoint is kept (resume with --resume)", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

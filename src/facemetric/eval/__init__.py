@@ -1,0 +1,17 @@
+"""Evaluation: the face-verification protocol of LFW (k-fold accuracy, VAL@FAR, ROC/AUC/EER)."""
+
+from facemetric.eval.verification import (
+    evaluate_verification,
+    kfold_accuracy,
+    pair_scores,
+    roc_metrics,
+    val_at_far,
+)
+
+__all__ = [
+    "evaluate_verification",
+    "kfold_accuracy",
+    "pair_scores",
+    "roc_metrics",
+    "val_at_far",
+]

@@ -1,0 +1,1 @@
+"""Reports: plots (PNG) and HTML pages built from JSON results."""

@@ -1,0 +1,199 @@
+"""Build and run a training experiment from a resolved config (the API behind ``facemetric train``).
+
+>>> from facemetric.train import run_experiment
+>>> result = run_experiment("configs/digits-center.yaml", overrides=["train.epochs=2"])
+>>> result.run_dir, result.final["val"]["accuracy_mean"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from facemetric.data.sources import DATA_SOURCES, DataBundle
+from facemetric.errors import ConfigError
+from facemetric.eval.embedding import PairEvaluator
+from facemetric.losses import EmbeddingLoss, build_loss
+from facemetric.models import build_model
+from facemetric.registry import Registry
+from facemetric.train.config import load_config, options
+from facemetric.train.run_dir import RunDir
+from facemetric.train.seed import seed_everything
+from facemetric.train.trainer import Trainer, resolve_device
+
+SAMPLERS: Registry[Any] = Registry("sampler")
+
+
+@SAMPLERS.register("uniform")
+def _uniform(dataset: Any, seed: int, batch_size: int = 128, drop_last: bool = False) -> Any:
+    from facemetric.data.samplers import UniformBatchSampler
+
+    return UniformBatchSampler(len(dataset), batch_size=batch_size, seed=seed, drop_last=drop_last)
+
+
+@SAMPLERS.register("pk", "people-x-images")
+def _pk(
+    dataset: Any,
+    seed: int,
+    people_per_batch: int = 10,
+    images_per_person: int = 10,
+    batches_per_epoch: int | None = None,
+    allow_repeats: bool = False,
+) -> Any:
+    from facemetric.data.samplers import PKBatchSampler
+
+    return PKBatchSampler(
+        dataset.labels.tolist() if hasattr(dataset.labels, "tolist") else list(dataset.labels),
+        people_per_batch=people_per_batch,
+        images_per_person=images_per_person,
+        seed=seed,
+        batches_per_epoch=batches_per_epoch,
+        allow_repeats=allow_repeats,
+    )
+
+
+@dataclass
+class Experiment:
+    config: dict[str, Any]
+    data: DataBundle
+    model: nn.Module
+    loss: EmbeddingLoss
+    trainer: Trainer
+    run_dir: RunDir | None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path | None
+    history: list[dict[str, Any]]
+    final: dict[str, Any]
+    model: nn.Module
+    loss: EmbeddingLoss
+    data: DataBundle
+
+
+def default_run_dir(config: dict[str, Any], root: str | os.PathLike = "runs") -> Path:
+    return Path(root) / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_experiment(
+    config: dict[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True
+) -> Experiment:
+    """Instantiate data, model, loss, sampler, optimizer, schedule, EMA and trainer."""
+    from facemetric.train.ema import ModelEMA
+    from facemetric.train.optim import build_optimizer
+    from facemetric.train.schedules import build_scheduler
+
+    train_cfg = config["train"]
+    seed = int(config["seed"])
+    seed_everything(seed, deterministic=bool(train_cfg["deterministic"]))
+    data = DATA_SOURCES.build(config["data"]["name"], **options(config["data"]))
+    model = build_model(config["model"]["name"], **options(config["model"]))
+    embedding_dim = int(getattr(model, "embedding_dim", config["model"].get("embedding_dim", 0)))
+    num_classes = int(data.train.num_classes)
+    loss = build_loss(
+        config["loss"]["name"], embedding_dim=embedding_dim, num_classes=num_classes,
+        **options(config["loss"]),
+    )
+    sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
+    params = [p for p in list(model.parameters()) + list(loss.parameters()) if p.requires_grad]
+    opt_cfg = config["optimizer"]
+    if "lr" not in opt_cfg:
+        raise ConfigError("config: 'optimizer.lr' is required")
+    optimizer = build_optimizer(
+        opt_cfg["name"], params, lr=float(opt_cfg["lr"]),
+        weight_decay=float(opt_cfg.get("weight_decay", 0.0)), **options(opt_cfg, "lr", "weight_decay"),
+    )
+    sched_cfg = config["schedule"]
+    scheduler = build_scheduler(
+        sched_cfg["name"], optimizer, steps_per_epoch=len(sampler), epochs=int(train_cfg["epochs"]),
+        warmup_epochs=float(sched_cfg.get("warmup_epochs", 0.0)), **options(sched_cfg, "warmup_epochs"),
+    )
+    device = resolve_device(str(train_cfg["device"]))
+    model.to(device)
+    ema = ModelEMA(model, decay=float(train_cfg["ema_decay"])) if train_cfg["ema_decay"] else None
+    evaluator = None
+    if data.val is not None and data.val_pairs is not None:
+        ev = config["eval"]
+        evaluator = PairEvaluator(
+            data.val, data.val_pairs, distance=ev["distance"], far_target=float(ev["far_target"]),
+            batch_size=int(ev["batch_size"]),
+        )
+    rd = RunDir(run_dir) if run_dir is not None else None
+    trainer = Trainer(
+        model, loss, data.train, sampler, optimizer, scheduler,
+        epochs=int(train_cfg["epochs"]), run_dir=rd, ema=ema, grad_clip=float(train_cfg["grad_clip"]),
+        device=device, evaluator=evaluator, eval_every=int(train_cfg["eval_every"]),
+        keep_checkpoints=int(train_cfg["keep_checkpoints"]), num_workers=int(train_cfg["num_workers"]),
+        progress=progress, log_every=int(train_cfg["log_every"]), config=config,
+    )
+    return Experiment(config, data, model, loss, trainer, rd)
+
+
+def _report_markdown(config: dict[str, Any], history: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    train = [r for r in history if r["split"] == "train"]
+    val = [r for r in history if r["split"] == "val"]
+    lines = [f"# Run `{config['name']}`", "", "## Setup", ""]
+    for section in ("data", "model", "loss", "sampler", "optimizer", "schedule"):
+        lines.append(f"- **{section}**: `{json.dumps(config[section])}`")
+    lines.append(f"- **epochs**: {config['train']['epochs']}, seed {config['seed']}")
+    lines += ["", "## Data", ""] + [f"- {k}: {v}" for k, v in summary.items()]
+    lines += ["", "## Training", "", "| epoch | loss | accuracy | images/s |", "|---|---|---|---|"]
+    for r in train:
+        lines.append(
+            f"| {r['epoch']} | {r.get('loss', float('nan')):.4f} | {r.get('accuracy', float('nan')):.4f} "
+            f"| {r.get('images_per_s', 0):.0f} |"
+        )
+    if val:
+        lines += ["", "## Verification on held-out pairs", "",
+                  "| epoch | accuracy | VAL@FAR | AUC | EER |", "|---|---|---|---|---|"]
+        for r in val:
+            lines.append(
+                f"| {r['epoch']} | {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f} | "
+                f"{r['val']:.4f} @ {r['far']:.4f} | {r['auc']:.4f} | {r['eer']:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(
+    config: dict[str, Any] | str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train from a config (dict, YAML path or None for defaults) into a run directory.
+
+    With ``resume=True`` the run directory must exist; its saved config is used (overrides
+    still apply) and training continues from the newest checkpoint.
+    """
+    if resume:
+        if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+            raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
+        config = load_config(Path(run_dir) / "config.yaml", overrides)
+    elif isinstance(config, dict):
+        from facemetric.train.config import DEFAULTS, _merge, apply_overrides, validate
+
+        config = validate(apply_overrides(_merge(DEFAULTS, config, ""), overrides or []))
+    else:
+        config = load_config(config, overrides)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    exp = build_experiment(config, run_dir, progress=progress)
+    assert exp.run_dir is not None
+    exp.run_dir.write_config(config)
+    exp.run_dir.write_run_info({"data": exp.data.summary})
+    history = exp.trainer.fit(resume=resume)
+    final: dict[str, Any] = {}
+    for r in history:
+        final[r["split"]] = r
+    exp.run_dir.write_text("report.md", _report_markdown(config, history, exp.data.summary))
+    return TrainResult(exp.run_dir.path, history, final, exp.model, exp.loss, exp.data)
+
+
+__all__ = ["run_experiment", "build_experiment", "SAMPLERS", "TrainResult", "Experiment"]

@@ -1,0 +1,95 @@
+"""The run directory: resolved config, git revision, metrics (JSON lines), checkpoints, report.
+
+Layout::
+
+    <run>/config.yaml        the resolved configuration (defaults + file + overrides)
+    <run>/run.json           git revision, dirty flag, command line, versions, start time
+    <run>/metrics.jsonl      one JSON object per line (train epochs, validation results)
+    <run>/checkpoints/       checkpoint-epochNNNN.pt, written atomically
+    <run>/report.md          a human-readable summary written at the end
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facemetric.train.checkpoint import atomic_write_bytes
+
+
+def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"revision": sha or None, "dirty": bool or None}`` of the repository holding ``path``."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return {"revision": None, "dirty": None}
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=10,
+        )
+        return {"revision": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+
+
+class RunDir:
+    """A run directory (created if needed)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = self.path / "checkpoints"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        text = yaml.safe_dump(config, sort_keys=False)
+        atomic_write_bytes(self.path / "config.yaml", text.encode())
+
+    def write_run_info(self, extra: dict[str, Any] | None = None) -> None:
+        import torch
+
+        info = {
+            "git": git_revision(),
+            "command": sys.argv,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "host": platform.node(),
+            **(extra or {}),
+        }
+        atomic_write_bytes(self.path / "run.json", json.dumps(info, indent=2).encode())
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=False) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        with open(self.metrics_path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def truncate_metrics_after(self, epoch: int) -> None:
+        """On resume, drop records of epochs after the checkpoint (they will be redone)."""
+        records = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epoch]
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write_bytes(self.metrics_path, text.encode())
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        atomic_write_bytes(target, text.encode())
+        return target
