@@ -231,8 +231,11 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.log_metrics(record)
 
-    def fit(self, resume: bool | str | Path = False) -> list[dict[str, Any]]:
-        """Train until ``epochs`` are complete; returns the metric records of this run."""
+    def fit(
+        self, resume: bool | str | Path = False, until_epoch: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` are complete (or, if given, ``until_epoch``: stop early, e.g.
+        for a time budget, and continue later with ``resume``); returns the metric records."""
         if resume:
             self.resume(None if resume is True else resume)
         from facemetric.train.progress import TrainProgress
@@ -240,7 +243,8 @@ class Trainer:
         steps_per_epoch = len(self.batch_sampler)
         with TrainProgress(self.epochs, steps_per_epoch, enabled=self.progress) as bar:
             bar.start_at(self.epoch)
-            while self.epoch < self.epochs:
+            stop = self.epochs if until_epoch is None else min(self.epochs, int(until_epoch))
+            while self.epoch < stop:
                 self.model.train()
                 self.loss_fn.train()
                 if hasattr(self.batch_sampler, "set_epoch"):

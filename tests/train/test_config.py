@@ -1,0 +1,59 @@
+"""Config resolution: defaults <- YAML <- overrides, and one-line errors for bad fields."""
+
+from pathlib import Path
+
+import pytest
+
+from facemetric.errors import ConfigError
+from facemetric.train.config import load_config, parse_override
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_overrides_are_parsed_as_yaml():
+    assert parse_override("loss.lambda_=0.1") == (["loss", "lambda_"], 0.1)
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("model.widths=[8, 16, 16]") == (["model", "widths"], [8, 16, 16])
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        parse_override("epochs")
+
+
+def test_file_then_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\nloss:\n  name: center\n  lambda_: 0.01\ntrain:\n  epochs: 5\n")
+    cfg = load_config(f, ["loss.lambda_=0.5", "train.epochs=7"])
+    assert cfg["loss"] == {"name": "center", "lambda_": 0.5}
+    assert cfg["train"]["epochs"] == 7
+    assert cfg["optimizer"]["name"] == "sgd"  # default kept
+
+
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("trian:\n  epochs: 3\n", "unknown key 'trian'"),
+        ("train:\n  epoch: 3\n", "unknown key 'train.epoch'"),
+        ("train:\n  epochs: 0\n", "train.epochs"),
+        ("loss:\n  lambda_: 3\n", "loss.name"),
+        ("loss: [1, 2\n", "not valid YAML"),
+        ("- 1\n- 2\n", "mapping"),
+    ],
+)
+def test_bad_config_fields_name_the_field(tmp_path, text, msg):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=msg) as info:
+        load_config(f)
+    assert str(f) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("no/such.yaml")
+
+
+def test_shipped_recipes_resolve():
+    recipes = sorted((REPO / "configs").glob("*.yaml"))
+    assert recipes, "configs/ has no recipes"
+    for path in recipes:
+        cfg = load_config(path)
+        assert cfg["name"] == path.stem
