@@ -21,24 +21,24 @@ from facemetric.report.plots import feature_scatter, roc_plot
 from facemetric.train.checkpoint import atomic_write_bytes
 from facemetric.train.experiment import run_experiment
 
-#: (variant name, loss section, sampler section, optimizer overrides)
+#: (variant name, loss section, sampler section)
 DEMO_VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("softmax", {"name": "softmax"}, {"name": "uniform", "batch_size": 128}),
     ("l2-softmax", {"name": "l2-softmax", "alpha": "auto"}, {"name": "uniform", "batch_size": 128}),
     ("center-lambda-0.01", {"name": "center", "lambda_": 0.01, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
     ("center-lambda-0.1", {"name": "center", "lambda_": 0.1, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
-    ("center-lambda-1", {"name": "center", "lambda_": 1.0, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
+    ("center-lambda-0.3", {"name": "center", "lambda_": 0.3, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
     ("triplet", {"name": "triplet", "margin": 0.2, "strategy": "semi-hard"},
-     {"name": "pk", "people_per_batch": 10, "images_per_person": 12}),
+     {"name": "pk", "people_per_batch": 10, "images_per_person": 12, "batches_per_epoch": 10}),
 ]
 
 DEMO_BASE: dict[str, Any] = {
     "seed": 0,
     "data": {"name": "digits", "input_size": 16},
     "model": {"name": "lenets++", "embedding_dim": 2},
-    "optimizer": {"name": "sgd", "lr": 0.05, "weight_decay": 5e-4, "momentum": 0.9},
+    "optimizer": {"name": "sgd", "lr": 0.01, "weight_decay": 5e-4, "momentum": 0.9},
     "schedule": {"name": "cosine", "warmup_epochs": 1.0},
-    "train": {"epochs": 12, "eval_every": 0, "device": "cpu"},
+    "train": {"epochs": 20, "grad_clip": 5.0, "eval_every": 0, "device": "cpu"},
 }
 
 

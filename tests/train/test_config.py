@@ -27,13 +27,23 @@ def test_file_then_overrides(tmp_path):
     assert cfg["optimizer"]["name"] == "sgd"  # default kept
 
 
+def test_changing_a_component_drops_the_old_components_options(tmp_path):
+    cfg = load_config(None, ["optimizer.name=adam"])
+    assert cfg["optimizer"] == {"name": "adam", "lr": 0.05, "weight_decay": 5e-4}  # no momentum
+    f = tmp_path / "c.yaml"
+    f.write_text("optimizer:\n  name: adamw\n  lr: 0.001\n")
+    assert load_config(f)["optimizer"] == {"name": "adamw", "lr": 0.001, "weight_decay": 5e-4}
+    cfg = load_config(None, ["loss.name=center", "loss.lambda_=0.1"])
+    assert cfg["loss"] == {"name": "center", "lambda_": 0.1}
+
+
 @pytest.mark.parametrize(
     "text,msg",
     [
         ("trian:\n  epochs: 3\n", "unknown key 'trian'"),
         ("train:\n  epoch: 3\n", "unknown key 'train.epoch'"),
         ("train:\n  epochs: 0\n", "train.epochs"),
-        ("loss:\n  lambda_: 3\n", "loss.name"),
+        ("loss:\n  name: null\n", "loss.name"),
         ("loss: [1, 2\n", "not valid YAML"),
         ("- 1\n- 2\n", "mapping"),
     ],

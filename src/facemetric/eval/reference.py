@@ -18,14 +18,16 @@ ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
 
 
-def _accuracy_at(threshold: float, dist: np.ndarray, actual: np.ndarray) -> float:
-    """``(TP + TN) / n`` with pairs predicted same when ``dist < threshold``."""
+def _rates_at(threshold: float, dist: np.ndarray, actual: np.ndarray) -> tuple[float, float, float]:
+    """``(TPR, FPR, accuracy)`` with pairs predicted same when ``dist < threshold``."""
     predict = np.less(dist, threshold)
     tp = np.sum(np.logical_and(predict, actual))
     fp = np.sum(np.logical_and(predict, np.logical_not(actual)))
     tn = np.sum(np.logical_and(np.logical_not(predict), np.logical_not(actual)))
     fn = np.sum(np.logical_and(np.logical_not(predict), actual))
-    return float(tp + tn) / dist.size
+    tpr = 0.0 if tp + fn == 0 else float(tp) / float(tp + fn)
+    fpr = 0.0 if fp + tn == 0 else float(fp) / float(fp + tn)
+    return tpr, fpr, float(tp + tn) / dist.size
 
 
 def _val_far_at(threshold: float, dist: np.ndarray, actual: np.ndarray) -> tuple[float, float]:
@@ -69,9 +71,9 @@ def reference_kfold_accuracy(
         train, test = f != fid, f == fid
         acc_train = np.zeros(len(thresholds))
         for t_idx, t in enumerate(thresholds):
-            acc_train[t_idx] = _accuracy_at(t, d[train], g[train])
+            _, _, acc_train[t_idx] = _rates_at(t, d[train], g[train])
         best = float(thresholds[int(np.argmax(acc_train))])
-        accs.append(_accuracy_at(best, d[test], g[test]))
+        accs.append(_rates_at(best, d[test], g[test])[2])
         thrs.append(best)
     return {
         "accuracy_mean": float(np.mean(accs)),

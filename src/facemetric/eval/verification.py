@@ -3,8 +3,8 @@
 Convention everywhere: a pair is predicted *same* when ``distance < threshold`` (strict), as in
 facenet. ``folds`` is a 1-D integer array giving each pair's fold id; every fold in turn is the
 test fold and the other folds are the training folds on which its threshold is chosen.
-No function here loops over a threshold grid: thresholds come from the sorted distances, which
-is the exact (continuous) limit of facenet's ``np.arange`` grids.
+No function here loops over a threshold grid: thresholds come from the sorted distances (the
+continuous limit of facenet's ``np.arange`` grids; see each function).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from facemetric.errors import FacemetricError
 
 DISTANCES = ("squared_l2", "cosine")
+PLACEMENTS = ("midpoint", "lowest")
 FAR_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
 
 
@@ -182,12 +183,12 @@ def pair_scores(emb1: Any, emb2: Any, distance: str = "squared_l2") -> np.ndarra
     return np.clip(1.0 - cos, 0.0, 2.0)
 
 
-def _accuracy_threshold(s: np.ndarray, gen: np.ndarray) -> float:
-    """Smallest threshold of maximal accuracy on sorted training distances ``s``.
+def _accuracy_threshold(s: np.ndarray, gen: np.ndarray, placement: str) -> float:
+    """Threshold of maximal accuracy on sorted training distances ``s`` (smallest cut on ties).
 
     A cut after position ``j`` predicts the ``j`` smallest pairs as same; it is correct for
     ``G[j] + (n_imp - (j - G[j]))`` pairs with ``G`` the cumulative genuine count. Cuts inside a
-    run of equal distances are not allowed; ties go to the smallest ``j``.
+    run of equal distances are not allowed.
     """
     n = s.size
     cum_gen = np.zeros(n + 1, dtype=np.int64)
@@ -200,20 +201,33 @@ def _accuracy_threshold(s: np.ndarray, gen: np.ndarray) -> float:
     j = int(np.argmax(correct))  # first maximum = smallest threshold, like facenet's argmax
     if j == 0:
         return min(0.0, float(s[0]))  # rejects every pair (facenet's grid starts at 0)
-    return float(np.nextafter(s[j - 1], np.inf))
+    lo = float(s[j - 1])
+    if j == n or placement == "lowest":
+        return float(np.nextafter(lo, np.inf))
+    hi = float(s[j])
+    mid = lo + (hi - lo) / 2
+    return mid if lo < mid <= hi else hi
 
 
-def kfold_accuracy(distances: Any, issame: Any, folds: Any) -> dict[str, Any]:
+def kfold_accuracy(
+    distances: Any, issame: Any, folds: Any, placement: str = "midpoint"
+) -> dict[str, Any]:
     """k-fold verification accuracy (facenet ``calculate_roc``).
 
     For each test fold, the threshold maximising ``(TP + TN) / n`` on the other folds is chosen
-    among all cuts of the sorted training distances (O(n log n), cumulative sums), smallest on
-    ties; equal distances are never split. The threshold is placed just above the largest
-    accepted training distance (``nextafter``), the limit of facenet's ascending-grid argmax, so
-    a test pair is accepted iff its distance ``<=`` that training distance. Returns
+    among all cuts of the sorted training distances (O(n log n), cumulative sums), the smallest
+    cut on ties (facenet's ``argmax`` over an ascending grid); equal distances are never split.
+    The threshold lies between the last accepted and the first rejected training distance:
+    ``placement="midpoint"`` halfway, ``"lowest"`` just above the last accepted one (the limit
+    of facenet's grid as its step -> 0; reproduces it exactly on data quantised to its cells).
+    Accepting none gives ``min(0, d_min)``, accepting all just above ``d_max``. Returns
     ``accuracy_mean``, ``accuracy_std`` (``np.std``, population), ``fold_accuracies``,
     ``thresholds`` (one per fold, folds in sorted id order).
     """
+    if placement not in PLACEMENTS:
+        raise FacemetricError(
+            f"placement: expected one of {', '.join(PLACEMENTS)}, got {placement!r}"
+        )
     d, g, f, ids = _prepare(distances, issame, folds)
     order = np.argsort(d, kind="stable")
     ds, gs, fs = d[order], g[order], f[order]
@@ -221,7 +235,7 @@ def kfold_accuracy(distances: Any, issame: Any, folds: Any) -> dict[str, Any]:
     thrs: list[float] = []
     for fid in ids:
         train = fs != fid
-        thr = _accuracy_threshold(ds[train], gs[train])
+        thr = _accuracy_threshold(ds[train], gs[train], placement)
         test = f == fid
         accs.append(float(np.count_nonzero((d[test] < thr) == g[test]) / np.count_nonzero(test)))
         thrs.append(thr)
@@ -243,7 +257,9 @@ def _max_accepted(far_target: float, n_imp: int) -> int:
     return k
 
 
-def val_at_far(distances: Any, issame: Any, folds: Any, far_target: float = 1e-3) -> dict[str, Any]:
+def val_at_far(
+    distances: Any, issame: Any, folds: Any, far_target: float = 1e-3
+) -> dict[str, Any]:
     """k-fold VAL at a target FAR (facenet ``calculate_val``).
 
     ``FAR(t)`` = fraction of training impostor pairs with ``d < t``. facenet interpolates
@@ -358,12 +374,14 @@ def evaluate_verification(
     distance: str = "squared_l2",
     far_target: float = 1e-3,
     n_folds: int = 10,
+    placement: str = "midpoint",
 ) -> dict[str, Any]:
     """The LFW verification protocol: k-fold accuracy, VAL@FAR and ROC metrics in one dict.
 
     Give either ``emb1``/``emb2`` (scored with :func:`pair_scores` and ``distance``) or
     precomputed ``distances`` (``distance`` then only labels them). ``folds`` (fold id per
-    pair) defaults to ``n_folds`` consecutive blocks, like facenet's ``KFold(shuffle=False)``.
+    pair) defaults to ``n_folds`` consecutive blocks, like facenet's ``KFold(shuffle=False)``;
+    ``placement`` is passed to :func:`kfold_accuracy`.
     Keys: those of :func:`kfold_accuracy`; ``val``, ``val_std``, ``far``, ``far_target``,
     ``fold_vals``, ``fold_fars``, ``val_thresholds`` (:func:`val_at_far`); ``auc``, ``eer``,
     ``eer_threshold``, ``tar_at_far``, ``tar_at_far_skipped``, ``roc`` (:func:`roc_metrics`);
@@ -377,7 +395,8 @@ def evaluate_verification(
         raise FacemetricError("distances: give either emb1 and emb2, or distances (exactly one)")
     if have_emb:
         if emb1 is None or emb2 is None:
-            raise FacemetricError(f"{'emb2' if emb2 is None else 'emb1'}: is required with the other")
+            missing = "emb2" if emb2 is None else "emb1"
+            raise FacemetricError(f"{missing}: is required when the other embeddings are given")
         d = pair_scores(emb1, emb2, distance)
     else:
         d = _check_distances(distances)
@@ -386,7 +405,7 @@ def evaluate_verification(
         folds = _consecutive_folds(d.size, n_folds)
     f, ids = _check_folds(folds, g)
 
-    acc = kfold_accuracy(d, g, f)
+    acc = kfold_accuracy(d, g, f, placement)
     val = val_at_far(d, g, f, far_target)
     roc = roc_metrics(d, g)
     n_gen = int(np.count_nonzero(g))

@@ -15,5 +15,7 @@ from facemetric.losses import softmax as _softmax  # noqa: E402,F401
 from facemetric.losses.center import CenterLoss, center_update  # noqa: E402
 from facemetric.losses.l2_softmax import L2SoftmaxLoss, alpha_lower_bound  # noqa: E402
 from facemetric.losses.softmax import SoftmaxLoss  # noqa: E402
+from facemetric.losses.triplet import TripletLoss  # noqa: E402  (importing registers it)
 
 __all__ += ["SoftmaxLoss", "L2SoftmaxLoss", "alpha_lower_bound", "CenterLoss", "center_update"]
+__all__ += ["TripletLoss"]

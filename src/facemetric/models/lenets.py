@@ -55,6 +55,15 @@ class LeNetsPlusPlus(nn.Module):
         self.features = nn.Sequential(_stage(in_channels, w1), _stage(w1, w2), _stage(w2, w3))
         side = self.input_size // 8
         self.fc = nn.Linear(w3 * side * side, self.embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) normal init for the convolutions (PyTorch's default uniform init lets
+        the activations of this BN-free 6-conv stack shrink towards 0 and training stalls)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0.25, mode="fan_in", nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.features(images), 1))

@@ -41,6 +41,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 _FIXED_SECTIONS = ("train", "eval")
+#: options of a named section that survive a change of its ``name`` (they mean the same thing
+#: for every component); all other options belong to the old component and are dropped
+_GENERIC_KEYS = {
+    "optimizer": ("lr", "weight_decay"),
+    "schedule": ("warmup_epochs",),
+    "model": ("embedding_dim",),
+}
 _NAMED_SECTIONS = ("data", "model", "loss", "sampler", "optimizer", "schedule")
 
 
@@ -49,13 +56,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str) -> dict[str
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             if key in _NAMED_SECTIONS and "name" in value and value["name"] != out[key].get("name"):
-                # a different component: its options replace the default component's
-                out[key] = copy.deepcopy(value)
+                # a different component: its options replace the old component's
+                out[key] = {**_generic(key, out[key]), **copy.deepcopy(value)}
             else:
                 out[key] = _merge(out[key], value, f"{where}{key}.")
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _generic(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {k: values[k] for k in _GENERIC_KEYS.get(section, ()) if k in values}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -77,6 +88,11 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     out = copy.deepcopy(config)
     for text in overrides:
         parts, value = parse_override(text)
+        if (
+            len(parts) == 2 and parts[0] in _NAMED_SECTIONS and parts[1] == "name"
+            and isinstance(out.get(parts[0]), dict) and out[parts[0]].get("name") != value
+        ):
+            out[parts[0]] = _generic(parts[0], out[parts[0]])  # a new component: drop old options
         node = out
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):

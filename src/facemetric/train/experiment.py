@@ -20,7 +20,7 @@ from facemetric.data.sources import DATA_SOURCES, DataBundle
 from facemetric.errors import ConfigError
 from facemetric.eval.embedding import PairEvaluator
 from facemetric.losses import EmbeddingLoss, build_loss
-from facemetric.models import build_model
+from facemetric.models import MODELS, build_model
 from facemetric.registry import Registry
 from facemetric.train.config import load_config, options
 from facemetric.train.run_dir import RunDir
@@ -82,19 +82,38 @@ def default_run_dir(config: dict[str, Any], root: str | os.PathLike = "runs") ->
     return Path(root) / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any]:
+    """The model's options, with ``input_size``/``in_channels`` taken from the data when the
+    backbone accepts them and the config does not set them."""
+    import inspect
+
+    opts = options(model_cfg)
+    try:
+        params = inspect.signature(MODELS.get(model_cfg["name"])).parameters
+    except (TypeError, ValueError):
+        return opts
+    size = data.preprocessing.get("input_size")
+    if "input_size" in params and "input_size" not in opts and size:
+        opts["input_size"] = int(size[0])
+    channels = data.preprocessing.get("channels")
+    if "in_channels" in params and "in_channels" not in opts and channels:
+        opts["in_channels"] = int(channels)
+    return opts
+
+
 def build_experiment(
     config: dict[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Experiment:
     """Instantiate data, model, loss, sampler, optimizer, schedule, EMA and trainer."""
     from facemetric.train.ema import ModelEMA
     from facemetric.train.optim import build_optimizer
-    from facemetric.train.schedules import build_scheduler
+    from facemetric.train.schedules import build_scheduler, schedule_file_stop_epoch
 
     train_cfg = config["train"]
     seed = int(config["seed"])
     seed_everything(seed, deterministic=bool(train_cfg["deterministic"]))
     data = DATA_SOURCES.build(config["data"]["name"], **options(config["data"]))
-    model = build_model(config["model"]["name"], **options(config["model"]))
+    model = build_model(config["model"]["name"], **_model_options(config["model"], data))
     embedding_dim = int(getattr(model, "embedding_dim", config["model"].get("embedding_dim", 0)))
     num_classes = int(data.train.num_classes)
     loss = build_loss(
@@ -111,8 +130,13 @@ def build_experiment(
         weight_decay=float(opt_cfg.get("weight_decay", 0.0)), **options(opt_cfg, "lr", "weight_decay"),
     )
     sched_cfg = config["schedule"]
+    epochs = int(train_cfg["epochs"])
+    if sched_cfg["name"] in ("file", "facenet") and sched_cfg.get("path"):
+        stop = schedule_file_stop_epoch(sched_cfg["path"])  # facenet: a negative lr ends training
+        if stop is not None:
+            epochs = min(epochs, max(stop - 1, 1))
     scheduler = build_scheduler(
-        sched_cfg["name"], optimizer, steps_per_epoch=len(sampler), epochs=int(train_cfg["epochs"]),
+        sched_cfg["name"], optimizer, steps_per_epoch=len(sampler), epochs=epochs,
         warmup_epochs=float(sched_cfg.get("warmup_epochs", 0.0)), **options(sched_cfg, "warmup_epochs"),
     )
     device = resolve_device(str(train_cfg["device"]))
@@ -128,7 +152,7 @@ def build_experiment(
     rd = RunDir(run_dir) if run_dir is not None else None
     trainer = Trainer(
         model, loss, data.train, sampler, optimizer, scheduler,
-        epochs=int(train_cfg["epochs"]), run_dir=rd, ema=ema, grad_clip=float(train_cfg["grad_clip"]),
+        epochs=epochs, run_dir=rd, ema=ema, grad_clip=float(train_cfg["grad_clip"]),
         device=device, evaluator=evaluator, eval_every=int(train_cfg["eval_every"]),
         keep_checkpoints=int(train_cfg["keep_checkpoints"]), num_workers=int(train_cfg["num_workers"]),
         progress=progress, log_every=int(train_cfg["log_every"]), config=config,

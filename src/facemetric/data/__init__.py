@@ -1,0 +1,1 @@
+"""Data: datasets, samplers, pair protocols, the embedded digits set."""

@@ -1,0 +1,1 @@
+"""Training: trainer loop, optimizers, schedules, EMA, checkpoints and run directories."""
