@@ -13,7 +13,7 @@ def _check(labels, pairs, pairs_per_fold, n_folds):
     same = labels[pairs.first] == labels[pairs.second]
     np.testing.assert_array_equal(same, pairs.issame)
     assert (pairs.first != pairs.second).all()
-    keys = {(min(a, b), max(a, b)) for a, b in zip(pairs.first, pairs.second)}
+    keys = {(min(a, b), max(a, b)) for a, b in zip(pairs.first, pairs.second, strict=True)}
     assert len(keys) == len(pairs)  # no repeated pair
     for f in range(n_folds):
         in_fold = pairs.fold == f
@@ -27,7 +27,7 @@ def test_image_folds_when_few_identities():
     _check(labels, pairs, 40, 10)
     # images are split into folds: an image never appears in two folds
     fold_of = {}
-    for a, b, f in zip(pairs.first, pairs.second, pairs.fold):
+    for a, b, f in zip(pairs.first, pairs.second, pairs.fold, strict=True):
         for i in (a, b):
             assert fold_of.setdefault(int(i), int(f)) == f
 
@@ -38,7 +38,7 @@ def test_identity_disjoint_folds_when_many_identities():
     pairs = generate_pairs(labels, pairs_per_fold=20, n_folds=5, seed=2)
     _check(labels, pairs, 20, 5)
     fold_of = {}
-    for a, b, f in zip(pairs.first, pairs.second, pairs.fold):
+    for a, b, f in zip(pairs.first, pairs.second, pairs.fold, strict=True):
         for i in (a, b):
             assert fold_of.setdefault(int(labels[i]), int(f)) == f
 

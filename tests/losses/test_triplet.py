@@ -118,7 +118,8 @@ def test_pairwise_squared_distances_match_direct_differences():
     want = ((x[:, None] - x[None]) ** 2).sum(-1)
     torch.testing.assert_close(pairwise_squared_distances(x), want)
     xn = torch.nn.functional.normalize(x, dim=1)
-    torch.testing.assert_close(pairwise_squared_distances(xn), (2 - 2 * xn @ xn.T).fill_diagonal_(0))
+    want = (2 - 2 * xn @ xn.T).fill_diagonal_(0)
+    torch.testing.assert_close(pairwise_squared_distances(xn), want)
     assert (pairwise_squared_distances(xn).diagonal() == 0).all()
 
 
@@ -341,7 +342,8 @@ def test_margin_default_and_factory():
     assert isinstance(loss, TripletLoss) and loss.strategy == "hard"
     y = _labels("PxK", 0)
     assert loss(_clustered(y, 0).float(), y).ndim == 0
-    assert build_loss("triplet", embedding_dim=8, num_classes=5, strategy="batch-hard")._select is batch_hard
+    alias = build_loss("triplet", embedding_dim=8, num_classes=5, strategy="batch-hard")
+    assert alias._select is batch_hard
 
 
 @pytest.mark.parametrize("strategy", ["semi-hard", "random-violating", "hard", "all"])

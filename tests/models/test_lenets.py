@@ -10,11 +10,11 @@ from facemetric.models import MODELS, LeNetsPlusPlus, build_model
 
 def test_paper_architecture_for_mnist():
     m = build_model("lenets++", embedding_dim=2, input_size=28)
-    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    convs = [layer for layer in m.modules() if isinstance(layer, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
     assert all(c.kernel_size == (5, 5) and c.padding == (2, 2) and c.stride == (1, 1) for c in convs)
-    assert sum(isinstance(l, nn.PReLU) for l in m.modules()) == 6
-    assert sum(isinstance(l, nn.MaxPool2d) for l in m.modules()) == 3
+    assert sum(isinstance(layer, nn.PReLU) for layer in m.modules()) == 6
+    assert sum(isinstance(layer, nn.MaxPool2d) for layer in m.modules()) == 3
     assert m.fc.in_features == 128 * 3 * 3 and m.fc.out_features == 2
     assert m(torch.randn(4, 1, 28, 28)).shape == (4, 2)
 

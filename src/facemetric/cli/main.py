@@ -35,11 +35,11 @@ def demo(
         if name not in known:
             raise FacemetricError(f"--loss: unknown variant {name!r}; expected one of {', '.join(known)}")
     report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet)
-    typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12}")
+    typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12} space")
     for name, r in report["losses"].items():
         typer.echo(
             f"{name:<20} {r['accuracy']:7.4f} {r['val_at_far_1e-3']:9.4f} {r['auc']:7.4f} "
-            f"{r['eer']:7.4f} {r['intra_inter_ratio']:12.4f}"
+            f"{r['eer']:7.4f} {r['intra_inter_ratio']:12.4f} {r['feature_space']}"
         )
     typer.echo(f"report: {out / 'report.html'} ({report['total_seconds']:.0f} s)")
 

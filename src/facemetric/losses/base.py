@@ -67,6 +67,8 @@ class EmbeddingLoss(nn.Module):
 
     #: whether ``after_step`` does anything (the trainer may skip the call otherwise)
     has_step_update: bool = False
+    #: whether the loss sees L2-normalised features (its "feature space" is the unit sphere)
+    normalizes_features: bool = False
 
     def __init__(self) -> None:
         super().__init__()

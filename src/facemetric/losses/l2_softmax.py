@@ -76,6 +76,8 @@ class L2SoftmaxLoss(ClassifierLoss):
         self.learn_alpha = bool(learn_alpha)
         self.classifier = nn.Linear(self.embedding_dim, self.num_classes, bias=bias)
 
+    normalizes_features = True
+
     def scaled_features(self, embeddings: Tensor) -> Tensor:
         """``alpha * x / ||x||`` (the input of the classifier)."""
         return self.alpha * F.normalize(embeddings, dim=1)

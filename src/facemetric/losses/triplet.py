@@ -102,6 +102,7 @@ class TripletLoss(EmbeddingLoss):
         self.strategy = key
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         self.normalize = bool(normalize)
+        self.normalizes_features = self.normalize
         self._select = STRATEGIES[key]
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)))
@@ -157,4 +158,6 @@ class TripletLoss(EmbeddingLoss):
     def load_extra_state_from_checkpoint(self, state: dict) -> None:
         gen_state = (state or {}).get("triplet_generator")
         if gen_state is not None:
-            self.generator.set_state(gen_state.cpu() if isinstance(gen_state, Tensor) else gen_state)
+            if isinstance(gen_state, Tensor):
+                gen_state = gen_state.cpu()
+            self.generator.set_state(gen_state)

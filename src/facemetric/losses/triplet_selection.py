@@ -7,10 +7,11 @@ distance matrix ``d [B, B]`` of one batch and its integer ``labels [B]``; it ret
 ``labels[n] != labels[a]``. Selection is not differentiated: call the strategies on a detached
 matrix (:class:`facemetric.losses.triplet.TripletLoss` does).
 
-All strategies are vectorised (sorting, ``searchsorted``, masks); none loops in Python over
-anchors, pairs or negatives. :func:`all_violating` materialises a ``[pairs, B]`` mask and does
-so in chunks of pairs when that mask would be large (for a 1,800-image batch: a handful of
-chunks), which bounds its memory and is not a per-pair loop.
+All strategies are vectorised (one row sort of the negative distances, ``searchsorted``,
+masks; the CPU float32 row sort goes through NumPy, see :func:`_sort_rows`); none loops in
+Python over anchors, pairs or negatives. :func:`all_violating` materialises a ``[pairs, B]``
+mask and does so in chunks of pairs when that mask would be large (for a 1,800-image batch: a
+handful of chunks), which bounds its memory and is not a per-pair loop.
 
 Strategies, by name (:data:`STRATEGIES`):
 

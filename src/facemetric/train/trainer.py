@@ -194,6 +194,11 @@ class Trainer:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         embeddings = self.model(images)
+        if not torch.isfinite(embeddings).all():
+            raise FacemetricError(
+                f"training diverged: the model produced NaN/inf embeddings at step {self.global_step} "
+                "(lower optimizer.lr or set train.grad_clip)"
+            )
         loss = self.loss_fn(embeddings, labels)
         if not torch.isfinite(loss):
             raise FacemetricError(
