@@ -6,7 +6,9 @@ pairs (or ``None``), and the preprocessing that inference must repeat.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from facemetric.data.pairs import PairList, generate_pairs
@@ -19,8 +21,13 @@ class DataBundle:
     train: Any
     val: Any | None = None
     val_pairs: PairList | None = None
+    #: a ready evaluator ``evaluator(model) -> metrics`` (used instead of val/val_pairs)
+    evaluator: Any = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: whether ``preprocessing`` is a full :class:`Preprocessing` dict, so a model artifact
+    #: (weights + card) can be written for models trained on this data
+    supports_artifact: bool = False
 
 
 DATA_SOURCES: Registry[DataBundle] = Registry("data source")
@@ -63,3 +70,127 @@ def digits_source(
 
 
 __all__ = ["DATA_SOURCES", "DataBundle", "TensorImageDataset"]
+
+
+def _path(value: str | None) -> str | None:
+    return os.path.expanduser(os.path.expandvars(value)) if value else value
+
+
+class PairSetEvaluator:
+    """``evaluator(model) -> metrics`` for a pair set of image files (e.g. LFW ``pairs.txt``).
+
+    The distinct images of the pairs are decoded once (cached), embedded with optional flip
+    test-time augmentation, and scored with the LFW protocol.
+    """
+
+    def __init__(self, pairs: Any, dataset: Any, index1: Any, index2: Any, flip: bool = False,
+                 distance: str = "squared_l2", far_target: float = 1e-3, batch_size: int = 128):
+        self.pairs, self.dataset = pairs, dataset
+        self.index1, self.index2 = index1, index2
+        self.flip, self.distance, self.far_target, self.batch_size = flip, distance, far_target, batch_size
+
+    def embeddings(self, model: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        out = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(self.dataset), self.batch_size):
+                    idx = list(range(start, min(start + self.batch_size, len(self.dataset))))
+                    x, _ = self.dataset.get_batch(idx)
+                    x = x.to(device)
+                    e = model(x).float()
+                    if self.flip:
+                        e = e + model(torch.flip(x, dims=[3])).float()
+                    out.append(e.cpu())
+        finally:
+            model.train(was_training)
+        return F.normalize(torch.cat(out).double(), dim=1).numpy()
+
+    def __call__(self, model: Any) -> dict[str, Any]:
+        from facemetric.eval.verification import evaluate_verification
+
+        emb = self.embeddings(model)
+        metrics = evaluate_verification(
+            emb[self.index1], emb[self.index2], issame=self.pairs.issame, folds=self.pairs.fold,
+            distance=self.distance, far_target=self.far_target,
+        )
+        metrics.pop("roc", None)
+        return metrics
+
+
+def pair_set_evaluator(
+    pairs: Any, prep: Any, cache_dir: str | None = None, flip: bool = False,
+    far_target: float = 1e-3, num_workers: int = 2, progress: bool = True,
+) -> PairSetEvaluator:
+    """Build a :class:`PairSetEvaluator`: decode (and cache) the pairs' distinct images once."""
+    import numpy as np
+
+    from facemetric.data.cache import CachedImageDataset, build_image_cache
+
+    unique = sorted(set(pairs.paths1) | set(pairs.paths2))
+    position = {p: i for i, p in enumerate(unique)}
+    cache_path = _cache_file(cache_dir, unique, prep, "pairs")
+    array = build_image_cache(unique, prep, cache_path, num_workers=num_workers, progress=progress)
+    dataset = CachedImageDataset(array, np.zeros(len(unique), dtype=np.int64), prep, train=False)
+    index1 = np.array([position[p] for p in pairs.paths1])
+    index2 = np.array([position[p] for p in pairs.paths2])
+    return PairSetEvaluator(pairs, dataset, index1, index2, flip=flip, far_target=far_target)
+
+
+def _cache_file(cache_dir: str | None, paths: list[str], prep: Any, tag: str) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(
+        json.dumps([paths, prep.to_dict()], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    base = Path(_path(cache_dir) or os.environ.get("FACEMETRIC_CACHE", "~/.cache/facemetric")).expanduser()
+    base.mkdir(parents=True, exist_ok=True)
+    return str(base / f"{tag}-{digest}.npy")
+
+
+@DATA_SOURCES.register("folder", "identity-folder")
+def folder_source(
+    root: str,
+    people: str | None = None,
+    min_images: int = 1,
+    skip_corrupt: bool = False,
+    preprocessing: dict[str, Any] | None = None,
+    random_crop: bool = False,
+    flip: bool = True,
+    cache_dir: str | None = None,
+    val_pairs: str | None = None,
+    val_root: str | None = None,
+    val_flip: bool = False,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> DataBundle:
+    """Identity folders ``<root>/<identity>/<image>`` (LFW / facenet layout) for training,
+    optionally filtered by a people file and ``min_images``; decoded once into a uint8 cache.
+    ``val_pairs``: an LFW-format pairs file evaluated during/after training."""
+    from facemetric.data.cache import CachedImageDataset, build_image_cache
+    from facemetric.data.folder import IdentityFolder
+    from facemetric.data.protocols import read_lfw_pairs
+    from facemetric.data.transforms import Preprocessing
+
+    prep = Preprocessing.from_dict(preprocessing or {})
+    folder = IdentityFolder(_path(root), min_images=min_images, identities=_path(people), skip_corrupt=skip_corrupt)
+    cache_path = _cache_file(cache_dir, folder.paths, prep, "train")
+    array = build_image_cache(folder.paths, prep, cache_path, num_workers=num_workers, progress=progress)
+    train = CachedImageDataset(array, folder.labels, prep, train=True, random_crop=random_crop, flip=flip)
+    evaluator = None
+    if val_pairs:
+        pairs = read_lfw_pairs(_path(val_pairs), _path(val_root) or _path(root))
+        evaluator = pair_set_evaluator(pairs, prep, cache_dir, flip=val_flip, num_workers=num_workers, progress=progress)
+    return DataBundle(
+        train=train,
+        evaluator=evaluator,
+        preprocessing=prep.to_dict(),
+        supports_artifact=True,
+        summary={"dataset": str(root), "people_file": people, "min_images": min_images, **folder.summary()},
+    )

@@ -61,6 +61,7 @@ def _pk(
 @dataclass
 class Experiment:
     config: dict[str, Any]
+    model_options: dict[str, Any]
     data: DataBundle
     model: nn.Module
     loss: EmbeddingLoss
@@ -113,7 +114,8 @@ def build_experiment(
     seed = int(config["seed"])
     seed_everything(seed, deterministic=bool(train_cfg["deterministic"]))
     data = DATA_SOURCES.build(config["data"]["name"], **options(config["data"]))
-    model = build_model(config["model"]["name"], **_model_options(config["model"], data))
+    model_options = _model_options(config["model"], data)
+    model = build_model(config["model"]["name"], **model_options)
     embedding_dim = int(getattr(model, "embedding_dim", config["model"].get("embedding_dim", 0)))
     num_classes = int(data.train.num_classes)
     loss = build_loss(
@@ -142,8 +144,8 @@ def build_experiment(
     device = resolve_device(str(train_cfg["device"]))
     model.to(device)
     ema = ModelEMA(model, decay=float(train_cfg["ema_decay"])) if train_cfg["ema_decay"] else None
-    evaluator = None
-    if data.val is not None and data.val_pairs is not None:
+    evaluator = data.evaluator
+    if evaluator is None and data.val is not None and data.val_pairs is not None:
         ev = config["eval"]
         evaluator = PairEvaluator(
             data.val, data.val_pairs, distance=ev["distance"], far_target=float(ev["far_target"]),
@@ -157,7 +159,7 @@ def build_experiment(
         keep_checkpoints=int(train_cfg["keep_checkpoints"]), num_workers=int(train_cfg["num_workers"]),
         progress=progress, log_every=int(train_cfg["log_every"]), config=config,
     )
-    return Experiment(config, data, model, loss, trainer, rd)
+    return Experiment(config, model_options, data, model, loss, trainer, rd)
 
 
 def _report_markdown(config: dict[str, Any], history: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -183,6 +185,38 @@ def _report_markdown(config: dict[str, Any], history: list[dict[str, Any]], summ
                 f"{r['val']:.4f} @ {r['far']:.4f} | {r['auc']:.4f} | {r['eer']:.4f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
+    """Save ``<run>/model``: weights (EMA weights when EMA is on) + the model card.
+
+    Thresholds (squared L2 on normalised embeddings) come from the last validation: the mean
+    over folds of the best-accuracy thresholds and of the VAL@FAR thresholds.
+    """
+    from facemetric.inference.artifact import save_artifact
+
+    assert exp.run_dir is not None
+    model = exp.trainer.ema.module if exp.trainer.ema is not None else exp.model
+    thresholds: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    if val:
+        thresholds["best_accuracy"] = float(sum(val["thresholds"]) / len(val["thresholds"]))
+        if val.get("val_thresholds"):
+            key = f"far_{val['far_target']:.0e}"
+            thresholds[key] = float(sum(val["val_thresholds"]) / len(val["val_thresholds"]))
+        metrics = {k: val[k] for k in ("accuracy_mean", "accuracy_std", "val", "far", "auc", "eer") if k in val}
+    card = {
+        "name": exp.config["name"],
+        "backbone": {"name": exp.config["model"]["name"], "options": exp.model_options},
+        "embedding_dim": int(getattr(model, "embedding_dim", exp.model_options.get("embedding_dim", 0))),
+        "preprocessing": exp.data.preprocessing,
+        "loss": exp.config["loss"],
+        "training_data": exp.data.summary,
+        "thresholds": thresholds,
+        "metrics": metrics,
+        "epochs": exp.trainer.epoch,
+    }
+    return save_artifact(exp.run_dir.path / "model", model, card)
 
 
 def run_experiment(
@@ -217,6 +251,8 @@ def run_experiment(
     for r in history:
         final[r["split"]] = r
     exp.run_dir.write_text("report.md", _report_markdown(config, history, exp.data.summary))
+    if exp.data.supports_artifact:
+        write_model_artifact(exp, final.get("val"))
     return TrainResult(exp.run_dir.path, history, final, exp.model, exp.loss, exp.data)
 
 
