@@ -68,16 +68,42 @@ def train(
 
 
 @app.command()
-def models() -> None:
-    """List the registered backbones."""
-    from facemetric.models import MODELS, build_model
+def evaluate(
+    model: Annotated[str, typer.Option("--model", "-m", help="model artifact or run directory")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="image root (identity folders)")],
+    pairs: Annotated[Path, typer.Option("--pairs", "-p", help="LFW-format pairs file (may be relative to --data)")],
+    flip: Annotated[bool, typer.Option("--flip", help="flip test-time augmentation")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON report (and an ROC PNG beside it)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Verification (LFW protocol) of a saved model on a pairs file."""
+    from facemetric.eval.evaluate_model import evaluate_model
 
+    r = evaluate_model(model, data, pairs, flip=flip, out=out, batch_size=batch_size, progress=not quiet)
+    typer.echo(
+        f"accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}  VAL@FAR={r['far_target']:g}: "
+        f"{r['val']:.4f} ± {r['val_std']:.4f}  AUC {r['auc']:.4f}  EER {r['eer']:.4f}  "
+        f"({r['num_pairs']} pairs, {r['num_images']} images)"
+    )
+    if out is not None:
+        typer.echo(f"report: {out}")
+
+
+@app.command()
+def models() -> None:
+    """List the registered backbones with parameters and FLOPs at their default input size."""
+    from facemetric.models import MODELS, model_summary
+
+    typer.echo(f"{'model':<22} {'input':>9} {'dim':>5} {'parameters':>13} {'GFLOPs':>8}")
     for name in MODELS.names():
-        try:
-            n = sum(p.numel() for p in build_model(name).parameters())
-            typer.echo(f"{name:<16} {n:>12,d} parameters (default options)")
-        except FacemetricError:
-            typer.echo(name)
+        s = model_summary(name)
+        h, w = s["input_size"]
+        typer.echo(
+            f"{name:<22} {f'{h}x{w}':>9} {s['embedding_dim']:>5} {s['parameters']:>13,d} "
+            f"{s['flops'] / 1e9:>8.3f}"
+        )
+    typer.echo("FLOPs = 2 x multiply-accumulates, batch of 1.")
 
 
 @app.command()

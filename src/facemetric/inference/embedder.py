@@ -54,11 +54,7 @@ class FaceEmbedder:
         """The network input ``[B, C, H, W]`` for ``images``."""
         from facemetric.data.transforms import decode_and_resize, to_tensor
 
-        arrays = []
-        for item in _as_list(images):
-            if hasattr(item, "convert"):  # PIL image
-                item = np.asarray(item.convert(self.preprocessing.pil_mode))
-            arrays.append(decode_and_resize(item, self.preprocessing))
+        arrays = [decode_and_resize(item, self.preprocessing) for item in _as_list(images)]
         if not arrays:
             raise FacemetricError("images: nothing to embed")
         return to_tensor(np.stack(arrays), self.preprocessing)

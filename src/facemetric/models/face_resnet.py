@@ -38,11 +38,17 @@ from facemetric.errors import ConfigError
 from facemetric.models.registry import MODELS
 
 #: residual units per stage, by depth (number of convolution layers).
-UNITS: dict[int, tuple[int, int, int, int]] = {20: (1, 2, 4, 1), 36: (2, 4, 8, 2), 64: (3, 8, 16, 3)}
+UNITS: dict[int, tuple[int, int, int, int]] = {
+    20: (1, 2, 4, 1),
+    36: (2, 4, 8, 2),
+    64: (3, 8, 16, 3),
+}
 WIDTHS = (64, 128, 256, 512)
 
 
-def _hw(value: int | tuple[int, int] | list[int], field: str = "model.input_size") -> tuple[int, int]:
+def _hw(
+    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
+) -> tuple[int, int]:
     """``112`` -> ``(112, 112)``; ``(112, 96)`` -> ``(112, 96)``."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
@@ -60,7 +66,9 @@ def _check_common(embedding_dim: int, in_channels: int) -> None:
         raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
 
 
-def _conv_bn_prelu(in_ch: int, out_ch: int, stride: int, bias: bool, batch_norm: bool) -> list[nn.Module]:
+def _conv_bn_prelu(
+    in_ch: int, out_ch: int, stride: int, bias: bool, batch_norm: bool
+) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=bias and not batch_norm)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
@@ -107,7 +115,9 @@ class FaceResNet(nn.Module):
         _check_common(embedding_dim, in_channels)
         h, w = _hw(input_size)
         if min(h, w) < 16:
-            raise ConfigError(f"model.input_size: Face-ResNet needs at least 16x16 pixels, got {h}x{w}")
+            raise ConfigError(
+                f"model.input_size: Face-ResNet needs at least 16x16 pixels, got {h}x{w}"
+            )
         self.depth = int(depth)
         self.embedding_dim = int(embedding_dim)
         self.in_channels = int(in_channels)
@@ -115,7 +125,7 @@ class FaceResNet(nn.Module):
         self.batch_norm = bool(batch_norm)
         stages: list[nn.Module] = []
         prev = self.in_channels
-        for width, units in zip(WIDTHS, UNITS[self.depth]):
+        for width, units in zip(WIDTHS, UNITS[self.depth], strict=True):
             stages.append(
                 nn.Sequential(
                     *_conv_bn_prelu(prev, width, 2, True, self.batch_norm),

@@ -43,13 +43,15 @@ from facemetric.errors import ConfigError
 from facemetric.models.registry import MODELS
 
 BN_EPS = 1e-3
-BN_MOMENTUM = 1.0 - 0.995  # TF decay 0.995
+BN_MOMENTUM = 0.005  # = 1 - TF decay 0.995
 #: number of (block35, block17, block8) repeats; one more block8 without activation follows.
 REPEATS = (5, 10, 5)
 SCALES = (0.17, 0.10, 0.20)
 
 
-def _hw(value: int | tuple[int, int] | list[int], field: str = "model.input_size") -> tuple[int, int]:
+def _hw(
+    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
+) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
@@ -67,6 +69,9 @@ class _SlimBatchNorm(nn.modules.batchnorm._BatchNorm):
         super().__init__(num_features, eps=BN_EPS, momentum=BN_MOMENTUM, affine=scale)
         if not scale:
             self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, scale={self.affine}"
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() not in (2, 4):
@@ -115,12 +120,17 @@ class _ResidualInception(nn.Module):
 class Block35(_ResidualInception):
     """Inception-ResNet-A (35x35 grid in the paper; 17x17 for a 160 input), 256 channels."""
 
-    def __init__(self, scale: float = 0.17, activation: bool = True, bn_scale: bool = False) -> None:
+    def __init__(
+        self, scale: float = 0.17, activation: bool = True, bn_scale: bool = False
+    ) -> None:
         super().__init__(256, 96, scale, activation)
         self.branches = nn.ModuleList(
             [
                 BasicConv(256, 32, 1, bn_scale=bn_scale),
-                nn.Sequential(BasicConv(256, 32, 1, bn_scale=bn_scale), BasicConv(32, 32, 3, bn_scale=bn_scale)),
+                nn.Sequential(
+                    BasicConv(256, 32, 1, bn_scale=bn_scale),
+                    BasicConv(32, 32, 3, bn_scale=bn_scale),
+                ),
                 nn.Sequential(
                     BasicConv(256, 32, 1, bn_scale=bn_scale),
                     BasicConv(32, 32, 3, bn_scale=bn_scale),
@@ -133,7 +143,9 @@ class Block35(_ResidualInception):
 class Block17(_ResidualInception):
     """Inception-ResNet-B (17x17 grid in the paper), 896 channels."""
 
-    def __init__(self, scale: float = 0.10, activation: bool = True, bn_scale: bool = False) -> None:
+    def __init__(
+        self, scale: float = 0.10, activation: bool = True, bn_scale: bool = False
+    ) -> None:
         super().__init__(896, 256, scale, activation)
         self.branches = nn.ModuleList(
             [
@@ -150,7 +162,9 @@ class Block17(_ResidualInception):
 class Block8(_ResidualInception):
     """Inception-ResNet-C (8x8 grid in the paper), 1792 channels."""
 
-    def __init__(self, scale: float = 0.20, activation: bool = True, bn_scale: bool = False) -> None:
+    def __init__(
+        self, scale: float = 0.20, activation: bool = True, bn_scale: bool = False
+    ) -> None:
         super().__init__(1792, 384, scale, activation)
         self.branches = nn.ModuleList(
             [
@@ -189,8 +203,12 @@ def reduction_a(bn_scale: bool = False) -> _Concat:
 def reduction_b(bn_scale: bool = False) -> _Concat:
     """Mixed_7a: 896 -> 384 + 256 + 256 + 896 = 1792 channels."""
     return _Concat(
-        nn.Sequential(BasicConv(896, 256, 1, bn_scale=bn_scale), BasicConv(256, 384, 3, 2, bn_scale=bn_scale)),
-        nn.Sequential(BasicConv(896, 256, 1, bn_scale=bn_scale), BasicConv(256, 256, 3, 2, bn_scale=bn_scale)),
+        nn.Sequential(
+            BasicConv(896, 256, 1, bn_scale=bn_scale), BasicConv(256, 384, 3, 2, bn_scale=bn_scale)
+        ),
+        nn.Sequential(
+            BasicConv(896, 256, 1, bn_scale=bn_scale), BasicConv(256, 256, 3, 2, bn_scale=bn_scale)
+        ),
         nn.Sequential(
             BasicConv(896, 256, 1, bn_scale=bn_scale),
             BasicConv(256, 256, 3, bn_scale=bn_scale),
@@ -236,7 +254,9 @@ class InceptionResNetV1(nn.Module):
     ) -> None:
         super().__init__()
         if int(embedding_dim) < 1:
-            raise ConfigError(f"model.embedding_dim: expected a positive integer, got {embedding_dim}")
+            raise ConfigError(
+                f"model.embedding_dim: expected a positive integer, got {embedding_dim}"
+            )
         if int(in_channels) < 1:
             raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
         if not 0.0 <= float(dropout) < 1.0:

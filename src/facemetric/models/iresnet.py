@@ -17,6 +17,11 @@ Structure (deepinsight/insightface ``recognition/arcface_torch/backbones/iresnet
 BN eps 1e-5 and PyTorch's default momentum. Init as in insightface: convolutions N(0, 0.1),
 BN weight 1 / bias 0, PReLU 0.25, ``fc`` PyTorch's default. The input size defaults to 112x112;
 other sizes give an ``fc`` of 512 * ceil(H/16) * ceil(W/16) inputs.
+
+With that init an *untrained* network is only usable in train mode: in eval mode the BN
+running statistics (mean 0, var 1) do not rescale the N(0, 0.1) convolutions, each residual
+unit multiplies the activations' scale, and IResNet-100 overflows to inf/NaN. Train (or at
+least run a few batches in train mode to calibrate the BN statistics) before evaluating.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ LAYERS: dict[int, tuple[int, int, int, int]] = {
 WIDTHS = (64, 128, 256, 512)
 
 
-def _hw(value: int | tuple[int, int] | list[int], field: str = "model.input_size") -> tuple[int, int]:
+def _hw(
+    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
+) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
@@ -47,7 +54,7 @@ def _hw(value: int | tuple[int, int] | list[int], field: str = "model.input_size
 
 
 class IBasicBlock(nn.Module):
-    """``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN`` + shortcut (no final activation)."""
+    """``BN -> conv3x3 -> BN -> PReLU -> conv3x3(stride) -> BN`` + shortcut (no activation after)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
         super().__init__()
@@ -92,7 +99,9 @@ class IResNet(nn.Module):
         if int(depth) not in LAYERS:
             raise ConfigError(f"model.depth: expected one of {sorted(LAYERS)}, got {depth}")
         if int(embedding_dim) < 1:
-            raise ConfigError(f"model.embedding_dim: expected a positive integer, got {embedding_dim}")
+            raise ConfigError(
+                f"model.embedding_dim: expected a positive integer, got {embedding_dim}"
+            )
         if int(in_channels) < 1:
             raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -110,7 +119,7 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(64)
         prev = 64
         stages = []
-        for width, units in zip(WIDTHS, self.layers):
+        for width, units in zip(WIDTHS, self.layers, strict=True):
             blocks = [IBasicBlock(prev, width, stride=2)]
             blocks += [IBasicBlock(width, width) for _ in range(units - 1)]
             stages.append(nn.Sequential(*blocks))

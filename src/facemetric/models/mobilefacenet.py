@@ -40,7 +40,9 @@ from facemetric.errors import ConfigError
 from facemetric.models.registry import MODELS
 
 
-def _hw(value: int | tuple[int, int] | list[int], field: str = "model.input_size") -> tuple[int, int]:
+def _hw(
+    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
+) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
@@ -75,7 +77,9 @@ class ConvBN(nn.Sequential):
 class Bottleneck(nn.Module):
     """conv1x1 (expand to ``inner``) -> depthwise 3x3 (stride) -> linear conv1x1, [+ x]."""
 
-    def __init__(self, in_ch: int, out_ch: int, inner: int, stride: int = 1, residual: bool = False) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, inner: int, stride: int = 1, residual: bool = False
+    ) -> None:
         super().__init__()
         if residual and (stride != 1 or in_ch != out_ch):
             raise ValueError("a residual bottleneck needs stride 1 and in_ch == out_ch")
@@ -116,17 +120,23 @@ class MobileFaceNet(nn.Module):
     ) -> None:
         super().__init__()
         if int(embedding_dim) < 1:
-            raise ConfigError(f"model.embedding_dim: expected a positive integer, got {embedding_dim}")
+            raise ConfigError(
+                f"model.embedding_dim: expected a positive integer, got {embedding_dim}"
+            )
         if int(in_channels) < 1:
             raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
         blocks = tuple(int(b) for b in blocks)
         if len(blocks) != 4 or blocks[0] < 1 or min(blocks) < 0:
-            raise ConfigError(f"model.blocks: expected 4 counts, the first >= 1, got {list(blocks)}")
+            raise ConfigError(
+                f"model.blocks: expected 4 counts, the first >= 1, got {list(blocks)}"
+            )
         if int(scale) < 1:
             raise ConfigError(f"model.scale: expected a positive integer, got {scale}")
         h, w = _hw(input_size)
         if min(h, w) < 16:
-            raise ConfigError(f"model.input_size: MobileFaceNet needs at least 16x16 pixels, got {h}x{w}")
+            raise ConfigError(
+                f"model.input_size: MobileFaceNet needs at least 16x16 pixels, got {h}x{w}"
+            )
         self.embedding_dim = int(embedding_dim)
         self.in_channels = int(in_channels)
         self.input_size = (h, w)

@@ -95,7 +95,8 @@ def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any
         return opts
     size = data.preprocessing.get("input_size")
     if "input_size" in params and "input_size" not in opts and size:
-        opts["input_size"] = int(size[0])
+        h, w = int(size[0]), int(size[1])
+        opts["input_size"] = h if h == w else [h, w]
     channels = data.preprocessing.get("channels")
     if "in_channels" in params and "in_channels" not in opts and channels:
         opts["in_channels"] = int(channels)
