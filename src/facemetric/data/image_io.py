@@ -39,14 +39,29 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def _to_array(img: Image.Image, mode: str) -> np.ndarray:
+def _loaded(img: Image.Image, mode: str) -> Image.Image:
+    img.load()  # decodes fully: a truncated file raises here
+    return img.convert(mode) if img.mode != mode else img.copy()
+
+
+def _to_array(img: Image.Image) -> np.ndarray:
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _check_mode(mode: str) -> None:
     if mode not in _MODES:
         raise ValueError(f"mode: expected 'RGB' or 'L', got {mode!r}")
-    img.load()  # decodes fully: a truncated file raises here
-    arr = np.asarray(img.convert(mode), dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """Decode ``path`` fully into a PIL image of ``mode`` (errors as :func:`read_image`)."""
+    _check_mode(mode)
+    try:
+        with Image.open(path) as img:
+            return _loaded(img, mode)
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        raise DataError(f"{path}: cannot read image ({_reason(exc)})") from None
 
 
 def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
@@ -55,20 +70,15 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     Raises :class:`DataError` ``"<path>: cannot read image (<reason>)"`` for a missing,
     unreadable, truncated or corrupt file.
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode: expected 'RGB' or 'L', got {mode!r}")
-    try:
-        with Image.open(path) as img:
-            return _to_array(img, mode)
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise DataError(f"{path}: cannot read image ({_reason(exc)})") from None
+    return _to_array(open_image(path, mode))
 
 
 def decode_image_bytes(data: bytes, mode: str = "RGB", name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, ...) like :func:`read_image`; ``name`` for errors."""
+    _check_mode(mode)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return _to_array(img, mode)
+            return _to_array(_loaded(img, mode))
     except Exception as exc:
         raise DataError(f"{name}: cannot read image ({_reason(exc)})") from None
 

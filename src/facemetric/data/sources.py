@@ -13,6 +13,7 @@ from typing import Any
 
 from facemetric.data.pairs import PairList, generate_pairs
 from facemetric.data.tensor_dataset import TensorImageDataset
+from facemetric.errors import DataError
 from facemetric.registry import Registry
 
 
@@ -132,13 +133,10 @@ def pair_set_evaluator(
 
     from facemetric.data.cache import CachedImageDataset, build_image_cache
 
-    unique = sorted(set(pairs.paths1) | set(pairs.paths2))
-    position = {p: i for i, p in enumerate(unique)}
+    unique, index1, index2 = pairs.unique_paths()
     cache_path = _cache_file(cache_dir, unique, prep, "pairs")
     array = build_image_cache(unique, prep, cache_path, num_workers=num_workers, progress=progress)
     dataset = CachedImageDataset(array, np.zeros(len(unique), dtype=np.int64), prep, train=False)
-    index1 = np.array([position[p] for p in pairs.paths1])
-    index2 = np.array([position[p] for p in pairs.paths2])
     return PairSetEvaluator(pairs, dataset, index1, index2, flip=flip, far_target=far_target)
 
 
@@ -157,40 +155,77 @@ def _cache_file(cache_dir: str | None, paths: list[str], prep: Any, tag: str) ->
 @DATA_SOURCES.register("folder", "identity-folder")
 def folder_source(
     root: str,
-    people: str | None = None,
+    people: str | list[str] | None = None,
     min_images: int = 1,
     skip_corrupt: bool = False,
-    preprocessing: dict[str, Any] | None = None,
-    random_crop: bool = False,
+    preprocessing: str | dict[str, Any] | None = None,
+    random_crop: bool = True,
     flip: bool = True,
     cache_dir: str | None = None,
     val_pairs: str | None = None,
     val_root: str | None = None,
+    val_people: str | list[str] | None = None,
+    val_pairs_per_fold: int = 600,
+    val_folds: int = 10,
     val_flip: bool = False,
     num_workers: int = 2,
     progress: bool = True,
+    seed: int = 0,
 ) -> DataBundle:
-    """Identity folders ``<root>/<identity>/<image>`` (LFW / facenet layout) for training,
-    optionally filtered by a people file and ``min_images``; decoded once into a uint8 cache.
-    ``val_pairs``: an LFW-format pairs file evaluated during/after training."""
+    """Identity folders ``<root>/<identity>/<image>`` (LFW / facenet layout) for training.
+
+    ``people`` (a list or an LFW people file) and ``min_images`` filter the identities; images
+    are decoded once into a uint8 cache (``cache_dir``, default ``$FACEMETRIC_CACHE`` or
+    ``~/.cache/facemetric``). ``preprocessing`` is a dict of :class:`Preprocessing` fields or
+    a preset name. Validation: ``val_pairs`` (an LFW-format pairs file over ``val_root``,
+    default ``root``), or ``val_people`` (identities whose generated pairs are used).
+    """
     from facemetric.data.cache import CachedImageDataset, build_image_cache
     from facemetric.data.folder import IdentityFolder
-    from facemetric.data.protocols import read_lfw_pairs
-    from facemetric.data.transforms import Preprocessing
+    from facemetric.data.protocols import generate_folder_pairs, read_lfw_pairs
+    from facemetric.data.transforms import PRESETS, Preprocessing
 
-    prep = Preprocessing.from_dict(preprocessing or {})
-    folder = IdentityFolder(_path(root), min_images=min_images, identities=_path(people), skip_corrupt=skip_corrupt)
-    cache_path = _cache_file(cache_dir, folder.paths, prep, "train")
-    array = build_image_cache(folder.paths, prep, cache_path, num_workers=num_workers, progress=progress)
-    train = CachedImageDataset(array, folder.labels, prep, train=True, random_crop=random_crop, flip=flip)
+    if isinstance(preprocessing, str):
+        if preprocessing not in PRESETS:
+            raise DataError(
+                f"data.preprocessing: unknown preset {preprocessing!r}; expected one of {sorted(PRESETS)}"
+            )
+        prep = PRESETS[preprocessing]
+    else:
+        prep = Preprocessing.from_dict(preprocessing or {})
+    people = _path(people) if isinstance(people, str) else people
+    folder = IdentityFolder(_path(root), min_images=min_images, identities=people, skip_corrupt=skip_corrupt)
+    cache_path = _cache_file(cache_dir, [str(p) for p in folder.paths], prep, "train")
+    array = build_image_cache(
+        folder.paths, prep, cache_path, num_workers=num_workers, progress=progress,
+        skip_corrupt=skip_corrupt,
+    )
+    train = CachedImageDataset(
+        array, folder.labels, prep, train=True, random_crop=random_crop, flip=flip, seed=seed,
+        class_names=folder.classes,
+    )
     evaluator = None
+    val_summary: dict[str, Any] = {}
+    if val_pairs and val_people:
+        raise DataError("data: give either val_pairs (a pairs file) or val_people, not both")
     if val_pairs:
         pairs = read_lfw_pairs(_path(val_pairs), _path(val_root) or _path(root))
+        val_summary = {"val_pairs_file": val_pairs}
+    elif val_people:
+        val_people = _path(val_people) if isinstance(val_people, str) else val_people
+        val_folder = IdentityFolder(_path(val_root) or _path(root), identities=val_people)
+        pairs = generate_folder_pairs(val_folder, pairs_per_fold=val_pairs_per_fold, n_folds=val_folds, seed=seed)
+        val_summary = {"val_identities": val_folder.num_classes}
+    else:
+        pairs = None
+    if pairs is not None:
         evaluator = pair_set_evaluator(pairs, prep, cache_dir, flip=val_flip, num_workers=num_workers, progress=progress)
+        val_summary["val_pairs"] = len(pairs)
     return DataBundle(
         train=train,
         evaluator=evaluator,
         preprocessing=prep.to_dict(),
         supports_artifact=True,
-        summary={"dataset": str(root), "people_file": people, "min_images": min_images, **folder.summary()},
+        summary={"dataset": str(root), "people": people if isinstance(people, str) else None,
+                 "min_images": min_images, **folder.summary(), **val_summary},
     )

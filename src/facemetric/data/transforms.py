@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from facemetric.data.image_io import read_image
+from facemetric.data.image_io import open_image
 from facemetric.errors import ConfigError, DataError
 
 COLORS = ("RGB", "BGR", "L")
@@ -231,8 +231,7 @@ def decode_and_resize(
     mode = prep.decode_mode
     if isinstance(source, (str, os.PathLike)):
         what = os.fspath(source)
-        arr = read_image(source, mode)
-        img = Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode)
+        img = open_image(source, mode)
     elif isinstance(source, Image.Image):
         what = "image"
         img = source.convert(mode)
@@ -254,7 +253,7 @@ def decode_and_resize(
     h, w = prep.resize_size
     if (img.height, img.width) != (h, w):
         img = img.resize((w, h), INTERPOLATIONS[prep.interpolation])
-    out = np.asarray(img, dtype=np.uint8)
+    out = np.array(img, dtype=np.uint8)  # a writable copy
     return out[:, :, None] if out.ndim == 2 else out
 
 
@@ -367,7 +366,11 @@ def to_tensor(images: np.ndarray | Tensor, prep: Preprocessing) -> Tensor:
     Images larger than ``input_size`` (a ``stored_size`` cache) are centre-cropped to it; then
     colour order and normalisation are applied (:func:`normalize`).
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        writable = images.flags.writeable and images.flags.c_contiguous
+        x = torch.from_numpy(images if writable else np.array(images))
+    else:
+        x = images
     if x.ndim == 2:
         x = x[:, :, None]
     if x.ndim == 3:

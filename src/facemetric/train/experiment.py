@@ -97,7 +97,8 @@ def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any
     if "input_size" in params and "input_size" not in opts and size:
         h, w = int(size[0]), int(size[1])
         opts["input_size"] = h if h == w else [h, w]
-    channels = data.preprocessing.get("channels")
+    color = data.preprocessing.get("color")
+    channels = data.preprocessing.get("channels") or ({"L": 1}.get(color, 3) if color else None)
     if "in_channels" in params and "in_channels" not in opts and channels:
         opts["in_channels"] = int(channels)
     return opts

@@ -252,8 +252,9 @@ class Trainer:
             while self.epoch < stop:
                 self.model.train()
                 self.loss_fn.train()
-                if hasattr(self.batch_sampler, "set_epoch"):
-                    self.batch_sampler.set_epoch(self.epoch)
+                for source in (self.batch_sampler, self.dataset):  # order/augmentation per epoch
+                    if hasattr(source, "set_epoch"):
+                        source.set_epoch(self.epoch)
                 meter = _Meter()
                 images_seen = 0
                 t0 = time.perf_counter()

@@ -1,0 +1,206 @@
+"""A folder of identity sub-folders (``root/<identity>/<image>``), and LFW people files.
+
+Only sub-directories of ``root`` are identities (files beside them, such as LFW's protocol
+``.txt`` files or a ``README``, are ignored); identities are sorted by name and get labels
+``0..K-1`` in that order; images are sorted by file name within each identity. Hidden files
+(names starting with ``.``) are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facemetric.data.image_io import IMAGE_EXTENSIONS, list_images, verify_image
+from facemetric.errors import DataError
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: people file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read people file ({exc.__class__.__name__})") from None
+
+
+def _count(path: Path, lineno: int, line: str, what: str) -> int:
+    tokens = line.split()
+    if len(tokens) != 1 or not tokens[0].isdigit():
+        raise DataError(f"{path.name}:{lineno}: expected {what}, got {line.strip()!r}")
+    return int(tokens[0])
+
+
+def read_people_sets(path: str | os.PathLike) -> list[list[str]]:
+    """Names in an LFW people file, per set.
+
+    Two formats (whitespace or tab separated):
+
+    * View 1 (``peopleDevTrain.txt`` / ``peopleDevTest.txt``): a count ``N``, then ``N`` lines
+      ``name<TAB>count`` -> one set;
+    * View 2 (``people.txt``): the number of sets ``S``, then per set a count line ``N`` followed
+      by ``N`` lines ``name<TAB>count`` -> ``S`` sets.
+
+    The format is told apart by the second non-empty line (a lone count means View 2).
+    Raises DataError ``"<file>:<line>: expected ..."`` when the file does not follow either.
+    """
+    path = Path(path)
+    lines = [(i + 1, ln) for i, ln in enumerate(_read_lines(path)) if ln.strip()]
+    if not lines:
+        raise DataError(f"{path.name}: empty people file (expected a count on the first line)")
+    first = _count(path, lines[0][0], lines[0][1], "a count (number of people or of sets)")
+    pos = 1
+
+    def read_block(n: int) -> list[str]:
+        nonlocal pos
+        names = []
+        for _ in range(n):
+            if pos >= len(lines):
+                raise DataError(
+                    f"{path.name}: ended early (expected {n} 'name count' lines in this block)"
+                )
+            lineno, line = lines[pos]
+            tokens = line.split()
+            if len(tokens) != 2 or not tokens[1].isdigit():
+                raise DataError(f"{path.name}:{lineno}: expected 'name count', got {line.strip()!r}")
+            names.append(tokens[0])
+            pos += 1
+        return names
+
+    view2 = len(lines) > 1 and len(lines[1][1].split()) == 1
+    if not view2:
+        sets = [read_block(first)]
+    else:
+        sets = []
+        for _ in range(first):
+            if pos >= len(lines):
+                raise DataError(f"{path.name}: ended early (expected {first} sets)")
+            lineno, line = lines[pos]
+            n = _count(path, lineno, line, "the number of people in the next set")
+            pos += 1
+            sets.append(read_block(n))
+    if pos != len(lines):
+        lineno, line = lines[pos]
+        raise DataError(f"{path.name}:{lineno}: unexpected extra line {line.strip()!r}")
+    return sets
+
+
+def read_people_file(path: str | os.PathLike) -> list[str]:
+    """All names of an LFW people file (View 1, or all sets of View 2), in file order."""
+    return [name for names in read_people_sets(path) for name in names]
+
+
+class IdentityFolder:
+    """Labelled image paths from ``root/<identity>/<image>``.
+
+    Args:
+        root: the dataset folder.
+        min_images: keep identities with at least this many (readable) images.
+        identities: only these identities: a list of names or the path of an LFW people file
+            (:func:`read_people_file`); every name must be a folder under ``root``.
+        skip_corrupt: check every image with Pillow's fast ``verify()`` and drop the ones that
+            fail (counted in ``summary()["skipped"]``, listed in ``skipped_paths``). Otherwise
+            a bad image raises DataError naming the file when it is read.
+        extensions: image file extensions (case-insensitive).
+
+    Attributes: ``classes`` (names, label order), ``samples`` (``(path, label)``), ``paths``,
+    ``labels`` (LongTensor), ``num_classes``, ``skipped_paths``.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        min_images: int = 1,
+        identities: Sequence[str] | str | os.PathLike | None = None,
+        skip_corrupt: bool = False,
+        extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.exists():
+            raise DataError(f"{self.root}: dataset folder not found")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: expected a folder of identity sub-folders, got a file")
+        if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
+            raise DataError(f"min_images: expected a positive integer, got {min_images!r}")
+        self.min_images = int(min_images)
+
+        folders = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        if not folders:
+            raise DataError(
+                f"{self.root}: no identity sub-folders (expected one folder of images per identity)"
+            )
+        if identities is not None:
+            if isinstance(identities, (str, os.PathLike)):
+                source = Path(identities).name
+                wanted = read_people_file(identities)
+            else:
+                source = "the identity list"
+                wanted = [str(n) for n in identities]
+            present = set(folders)
+            missing = [n for n in dict.fromkeys(wanted) if n not in present]
+            if missing:
+                raise DataError(
+                    f"{self.root}: {len(missing)} identities of {source} have no folder here "
+                    f"(first: {missing[0]!r})"
+                )
+            folders = sorted(set(wanted))
+        self.identity_folders = len(folders)
+
+        self.skipped_paths: list[Path] = []
+        self.skip_reasons: dict[Path, str] = {}
+        kept: list[tuple[str, list[Path]]] = []
+        for name in folders:
+            images = list_images(self.root / name, extensions)
+            if skip_corrupt:
+                good = []
+                for p in images:
+                    reason = verify_image(p)
+                    if reason is None:
+                        good.append(p)
+                    else:
+                        self.skipped_paths.append(p)
+                        self.skip_reasons[p] = reason
+                images = good
+            if len(images) >= self.min_images:
+                kept.append((name, images))
+        if not kept:
+            raise DataError(
+                f"{self.root}: no identity has at least {self.min_images} images "
+                f"({len(folders)} identity folders checked, extensions {', '.join(extensions)})"
+            )
+        self.classes: list[str] = [name for name, _ in kept]
+        self.samples: list[tuple[Path, int]] = [
+            (p, label) for label, (_, images) in enumerate(kept) for p in images
+        ]
+        self.paths: list[Path] = [p for p, _ in self.samples]
+        self.labels = torch.tensor([lab for _, lab in self.samples], dtype=torch.long)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def summary(self) -> dict[str, Any]:
+        counts = np.bincount(self.labels.numpy(), minlength=self.num_classes)
+        return {
+            "root": str(self.root),
+            "identities": self.num_classes,
+            "images": len(self.samples),
+            "min_per_identity": int(counts.min()),
+            "median_per_identity": float(np.median(counts)),
+            "max_per_identity": int(counts.max()),
+            "identities_with_2_or_more": int((counts >= 2).sum()),
+            "identities_dropped": self.identity_folders - self.num_classes,
+            "skipped": len(self.skipped_paths),
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return f"IdentityFolder({str(self.root)!r}: {s['identities']} identities, {s['images']} images)"
