@@ -36,11 +36,10 @@ from torch import Tensor
 
 from facemetric.data.transforms import (
     Preprocessing,
+    augment,
     center_crop,
     decode_and_resize,
     normalize,
-    random_crop,
-    random_flip,
 )
 from facemetric.errors import DataError
 from facemetric.train.checkpoint import atomic_write_bytes
@@ -309,14 +308,10 @@ class _Augmenting(torch.utils.data.Dataset):
 
     def _transform(self, x: Tensor, g: torch.Generator | None) -> Tensor:
         """uint8 ``[B, C, H, W]`` -> float input; random crop/flip with ``g`` when training."""
-        size = self.prep.input_size
-        if self.train and self.random_crop and (self.padding or tuple(x.shape[-2:]) != size):
-            x = random_crop(x, size, self.padding, g)
-        else:
-            x = center_crop(x, size)
-        if self.train and self.flip:
-            x = random_flip(x, g)
-        return normalize(x, self.prep)
+        if self.train:
+            return augment(x, self.prep, g, random_crop=self.random_crop, flip=self.flip,
+                           padding=self.padding)
+        return normalize(center_crop(x, self.prep.input_size), self.prep)
 
     def _item_generator(self, index: int) -> torch.Generator | None:
         return _aug_generator(self.seed, self.epoch, 1, index) if self.train else None

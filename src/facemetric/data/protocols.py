@@ -162,9 +162,10 @@ def read_lfw_pairs(
         names.append((name1, name2))
 
     exists: dict[str, bool] = {}
-    for p in (*paths1, *paths2):
-        if p not in exists:
-            exists[p] = os.path.isfile(p)
+    for pair in zip(paths1, paths2, strict=True):  # file order, so "first" is the first named
+        for p in pair:
+            if p not in exists:
+                exists[p] = os.path.isfile(p)
     missing = [p for p, ok in exists.items() if not ok]
     keep = list(range(len(paths1)))
     if missing:

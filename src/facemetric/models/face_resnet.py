@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.errors import ConfigError
+from facemetric.models.common import check_common, hw
 from facemetric.models.registry import MODELS
 
 #: residual units per stage, by depth (number of convolution layers).
@@ -46,24 +47,6 @@ UNITS: dict[int, tuple[int, int, int, int]] = {
 WIDTHS = (64, 128, 256, 512)
 
 
-def _hw(
-    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
-) -> tuple[int, int]:
-    """``112`` -> ``(112, 112)``; ``(112, 96)`` -> ``(112, 96)``."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
-        h, w = (int(v) for v in value)
-    else:
-        h = w = int(value)
-    return h, w
-
-
-def _check_common(embedding_dim: int, in_channels: int) -> None:
-    if int(embedding_dim) < 1:
-        raise ConfigError(f"model.embedding_dim: expected a positive integer, got {embedding_dim}")
-    if int(in_channels) < 1:
-        raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
 
 
 def _conv_bn_prelu(
@@ -112,8 +95,8 @@ class FaceResNet(nn.Module):
         super().__init__()
         if int(depth) not in UNITS:
             raise ConfigError(f"model.depth: expected one of {sorted(UNITS)}, got {depth}")
-        _check_common(embedding_dim, in_channels)
-        h, w = _hw(input_size)
+        check_common(embedding_dim, in_channels)
+        h, w = hw(input_size)
         if min(h, w) < 16:
             raise ConfigError(
                 f"model.input_size: Face-ResNet needs at least 16x16 pixels, got {h}x{w}"

@@ -19,14 +19,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from facemetric.errors import ConfigError
+from facemetric.models.common import hw
 from facemetric.models.registry import build_model
-
-
-def _hw(input_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(input_size, (tuple, list)):
-        h, w = (int(v) for v in input_size)
-        return h, w
-    return int(input_size), int(input_size)
 
 
 def count_flops(model: nn.Module, input_size: int | tuple[int, int], in_channels: int = 3) -> int:
@@ -34,7 +28,7 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, int], in_channels
 
     The model is run in eval mode without gradients and put back in its previous mode.
     """
-    h, w = _hw(input_size)
+    h, w = hw(input_size)
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
@@ -62,7 +56,7 @@ def model_summary(name: str, **options: Any) -> dict[str, Any]:
     size = getattr(model, "input_size", options.get("input_size"))
     if size is None:
         raise ConfigError(f"model {name!r}: no input_size; pass input_size=(height, width)")
-    h, w = _hw(size)
+    h, w = hw(size)
     in_channels = int(getattr(model, "in_channels", options.get("in_channels", 3)))
     return {
         "name": name,

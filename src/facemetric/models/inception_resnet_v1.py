@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facemetric.errors import ConfigError
+from facemetric.models.common import hw
 from facemetric.models.registry import MODELS
 
 BN_EPS = 1e-3
@@ -48,17 +49,6 @@ BN_MOMENTUM = 0.005  # = 1 - TF decay 0.995
 REPEATS = (5, 10, 5)
 SCALES = (0.17, 0.10, 0.20)
 
-
-def _hw(
-    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
-) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
-        h, w = (int(v) for v in value)
-    else:
-        h = w = int(value)
-    return h, w
 
 
 class _SlimBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -261,7 +251,7 @@ class InceptionResNetV1(nn.Module):
             raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"model.dropout: expected a probability in [0, 1), got {dropout}")
-        h, w = _hw(input_size)
+        h, w = hw(input_size)
         if min(h, w) < 75:
             raise ConfigError(
                 f"model.input_size: Inception-ResNet-v1 needs at least 75x75 pixels, got {h}x{w}"

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.errors import ConfigError
+from facemetric.models.common import hw
 from facemetric.models.registry import MODELS
 
 LAYERS: dict[int, tuple[int, int, int, int]] = {
@@ -40,17 +41,6 @@ LAYERS: dict[int, tuple[int, int, int, int]] = {
 }
 WIDTHS = (64, 128, 256, 512)
 
-
-def _hw(
-    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
-) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
-        h, w = (int(v) for v in value)
-    else:
-        h = w = int(value)
-    return h, w
 
 
 class IBasicBlock(nn.Module):
@@ -106,7 +96,7 @@ class IResNet(nn.Module):
             raise ConfigError(f"model.in_channels: expected a positive integer, got {in_channels}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"model.dropout: expected a probability in [0, 1), got {dropout}")
-        h, w = _hw(input_size)
+        h, w = hw(input_size)
         if min(h, w) < 16:
             raise ConfigError(f"model.input_size: IResNet needs at least 16x16 pixels, got {h}x{w}")
         self.depth = int(depth)

@@ -37,19 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.errors import ConfigError
+from facemetric.models.common import hw
 from facemetric.models.registry import MODELS
-
-
-def _hw(
-    value: int | tuple[int, int] | list[int], field: str = "model.input_size"
-) -> tuple[int, int]:
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ConfigError(f"{field}: expected an int or (height, width), got {value!r}")
-        h, w = (int(v) for v in value)
-    else:
-        h = w = int(value)
-    return h, w
 
 
 class ConvBN(nn.Sequential):
@@ -132,7 +121,7 @@ class MobileFaceNet(nn.Module):
             )
         if int(scale) < 1:
             raise ConfigError(f"model.scale: expected a positive integer, got {scale}")
-        h, w = _hw(input_size)
+        h, w = hw(input_size)
         if min(h, w) < 16:
             raise ConfigError(
                 f"model.input_size: MobileFaceNet needs at least 16x16 pixels, got {h}x{w}"
