@@ -30,7 +30,7 @@ def make(args, seed=0):
     model = build_model(args.model, batch_norm=True, input_size=(56, 48), embedding_dim=512)
     loss = SoftmaxLoss(512, args.classes)
     params = list(model.parameters()) + list(loss.parameters())
-    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(params, lr=0.005, momentum=0.9, weight_decay=5e-4)
     return model, loss, opt
 
 
