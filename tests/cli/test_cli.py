@@ -48,6 +48,9 @@ def test_train_then_resume(tmp_path):
         (["train", "--config", "configs/digits-softmax.yaml", "optimizer.lr"], "key.sub=value"),
         (["train", "--resume"], "--resume needs --run-dir"),
         (["demo", "--loss", "nope"], "unknown variant"),
+        (["evaluate", "--model", "no/model", "--data", ".", "--pairs", "p.txt"], "p.txt: pair file not found"),
+        (["train", "--config", "configs/lfw-view1-center.yaml", "data.root=no/such/folder"],
+         "no/such/folder: dataset folder not found"),
     ],
 )
 def test_errors_are_one_line(args, msg):
