@@ -19,18 +19,36 @@ from facemetric.eval.verification import evaluate_verification
 from facemetric.train.checkpoint import atomic_write_bytes
 
 
-def embed_paths(embedder: Any, paths: list[str], flip: bool = False, batch_size: int = 64,
-                progress: bool = True) -> np.ndarray:
-    """Normalised embeddings of ``paths`` (in order), with a progress bar."""
+def embed_paths(
+    embedder: Any,
+    paths: list[str],
+    flip: bool = False,
+    batch_size: int = 64,
+    progress: bool = True,
+    return_norms: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Normalised embeddings of ``paths`` (in order), with a progress bar.
+
+    ``return_norms=True`` gives ``(embeddings, norms)``: the pre-normalisation feature norms
+    too (see :meth:`facemetric.inference.FaceEmbedder.embed_with_norms`; with ``flip``, the norm
+    of the summed raw features of the image and its mirror).
+    """
     from rich.progress import Progress
 
-    out = []
+    out, norms = [], []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("embedding", total=len(paths))
         for i in range(0, len(paths), batch_size):
             chunk = paths[i : i + batch_size]
-            out.append(embedder.embed(chunk, batch_size=batch_size, flip=flip))
+            if return_norms:
+                emb, nrm = embedder.embed_with_norms(chunk, batch_size=batch_size, flip=flip)
+                out.append(emb)
+                norms.append(nrm)
+            else:
+                out.append(embedder.embed(chunk, batch_size=batch_size, flip=flip))
             bar.advance(task, len(chunk))
+    if return_norms:
+        return np.concatenate(out), np.concatenate(norms)
     return np.concatenate(out)
 
 
@@ -43,11 +61,16 @@ def evaluate_model(
     batch_size: int = 64,
     far_target: float = 1e-3,
     progress: bool = True,
+    quality: bool = False,
 ) -> dict[str, Any]:
     """Verification metrics of ``model`` on the LFW-format ``pairs`` file over images in ``data``.
 
     ``pairs`` may be relative to ``data`` (e.g. ``pairs.txt``). With ``out``, writes the JSON
-    report there and ``<out stem>-roc.png`` beside it.
+    report there and ``<out stem>-roc.png`` beside it. ``quality=True`` adds a ``"quality"``
+    section: :func:`facemetric.eval.quality.quality_analysis` of the pre-normalisation feature
+    norms (squared L2 distance, as the main metrics; ``image_norms``: norm statistics over the
+    distinct images; ``lowest_norm_images``: the 5 lowest-norm images) and, with ``out``,
+    writes the error-versus-reject plot ``<out stem>_quality.png``.
     """
     from facemetric.data.protocols import read_lfw_pairs
     from facemetric.inference.embedder import load_model
@@ -59,7 +82,13 @@ def evaluate_model(
     embedder = load_model(model)
     unique = sorted(set(pair_set.paths1) | set(pair_set.paths2))
     position = {p: i for i, p in enumerate(unique)}
-    emb = embed_paths(embedder, unique, flip=flip, batch_size=batch_size, progress=progress)
+    norms = None
+    if quality:
+        emb, norms = embed_paths(
+            embedder, unique, flip=flip, batch_size=batch_size, progress=progress, return_norms=True
+        )
+    else:
+        emb = embed_paths(embedder, unique, flip=flip, batch_size=batch_size, progress=progress)
     i1 = np.array([position[p] for p in pair_set.paths1])
     i2 = np.array([position[p] for p in pair_set.paths2])
     metrics = evaluate_verification(
@@ -74,6 +103,21 @@ def evaluate_model(
         "num_images": len(unique),
         **metrics,
     }
+    if norms is not None:
+        from facemetric.eval.quality import _stats, quality_analysis
+
+        q = quality_analysis(
+            emb[i1], emb[i2], pair_set.issame, norms[i1], norms[i2], folds=pair_set.fold,
+            distance="squared_l2", far_target=far_target,
+        )
+        q["image_norms"] = _stats(norms)
+        q["lowest_norm_images"] = [
+            {"path": unique[j], "norm": float(norms[j])}
+            for j in np.argsort(norms, kind="stable")[:5]
+        ]
+        if out is not None:
+            q["figure"] = Path(out).stem + "_quality.png"
+        report["quality"] = q
     if out is not None:
         from facemetric.report.plots import roc_plot
 
@@ -82,4 +126,8 @@ def evaluate_model(
         atomic_write_bytes(out, json.dumps(report, indent=2).encode())
         roc_plot({report["model_name"] or "model": (metrics["roc"]["fpr"], metrics["roc"]["tpr"])},
                  out.with_name(out.stem + "-roc.png"))
+        if norms is not None:
+            from facemetric.report.plots import error_reject_plot
+
+            error_reject_plot(report["quality"], out.with_name(out.stem + "_quality.png"))
     return report

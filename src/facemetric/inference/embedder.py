@@ -87,6 +87,24 @@ class FaceEmbedder:
             raise FacemetricError("images: nothing to embed")
         return torch.cat(out).numpy()
 
+    def embed_with_norms(
+        self, images: ImageLike | Sequence[ImageLike], batch_size: int = 64, flip: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(embeddings, norms)``: L2-normalised embeddings ``[N, D]`` (float32, as
+        :meth:`embed` gives them) and the pre-normalisation norms ``||x||`` ``[N]`` (float64), the
+        L2-softmax face-quality signal. With ``flip``, ``x = f(image) + f(mirror)``: the norm of
+        the *summed* raw features (the vector that is normalised; up to twice one view's)."""
+        items = _as_list(images)
+        raw = [
+            self.embed_tensor(self.preprocess(items[i : i + batch_size]), flip, normalize=False)
+            for i in range(0, len(items), batch_size)
+        ]
+        if not raw:
+            raise FacemetricError("images: nothing to embed")
+        x = torch.cat(raw)
+        norms = x.double().norm(dim=1).numpy()
+        return F.normalize(x, dim=1).numpy(), norms
+
     def distance(self, a: ImageLike, b: ImageLike, flip: bool = False) -> float:
         """Squared L2 distance between the normalised embeddings of two images (0..4)."""
         e = self.embed([a, b], flip=flip)

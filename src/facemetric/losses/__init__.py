@@ -19,3 +19,18 @@ from facemetric.losses.triplet import TripletLoss  # noqa: E402  (importing regi
 
 __all__ += ["SoftmaxLoss", "L2SoftmaxLoss", "alpha_lower_bound", "CenterLoss", "center_update"]
 __all__ += ["TripletLoss"]
+
+# normalised-softmax heads (NormFace and the margin heads)
+from facemetric.losses.adaface import AdaFaceLoss  # noqa: E402
+from facemetric.losses.arcface import ArcFaceLoss  # noqa: E402
+from facemetric.losses.combined_margin import CombinedMarginLoss  # noqa: E402
+from facemetric.losses.cosface import CosFaceLoss  # noqa: E402
+from facemetric.losses.magface import MagFaceLoss  # noqa: E402
+from facemetric.losses.normalized_head import NormalizedHead, arcface_target, unit_angle  # noqa: E402
+from facemetric.losses.normface import NormFaceLoss  # noqa: E402
+from facemetric.losses.sphereface import SphereFaceLoss, sphereface_psi  # noqa: E402
+from facemetric.losses.subcenter_arcface import SubCenterArcFaceLoss  # noqa: E402
+
+__all__ += ["NormalizedHead", "NormFaceLoss", "SphereFaceLoss", "CosFaceLoss", "ArcFaceLoss"]
+__all__ += ["CombinedMarginLoss", "SubCenterArcFaceLoss", "AdaFaceLoss", "MagFaceLoss"]
+__all__ += ["arcface_target", "unit_angle", "sphereface_psi"]
