@@ -32,6 +32,9 @@ def _state(exp):
     [
         ({"name": "center", "lambda_": 0.1}, None, 0.0),
         ({"name": "l2-softmax", "learn_alpha": True}, None, 0.99),
+        ({"name": "sphereface", "base": 100.0}, None, 0.0),  # annealing step is state
+        ({"name": "adaface", "learn_scale": True}, None, 0.0),  # running norm statistics
+        ({"name": "center", "head": "arcface", "head_options": {"scale": 16.0}}, None, 0.0),
         ({"name": "triplet", "strategy": "random-violating"},
          {"name": "pk", "people_per_batch": 5, "images_per_person": 6, "batches_per_epoch": 6}, 0.0),
     ],
@@ -40,6 +43,8 @@ def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, loss, sampler, em
     cfg = _resolved(tiny_config(loss, sampler, epochs=2, ema_decay=ema))
     straight = build_experiment(cfg, tmp_path / "a", progress=False)
     straight.trainer.fit()
+    if loss["name"] == "sphereface":  # one annealing step per optimizer step
+        assert int(straight.loss.iteration) == straight.trainer.global_step > 0
 
     first = build_experiment(cfg, tmp_path / "b", progress=False)
     first.trainer.fit(until_epoch=1)  # "killed" after epoch 1's checkpoint

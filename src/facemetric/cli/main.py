@@ -76,18 +76,46 @@ def evaluate(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON report (and an ROC PNG beside it)")] = None,
     batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quality: Annotated[
+        bool,
+        typer.Option(
+            "--quality",
+            help="feature norm as face quality: correlation with correctness and an "
+            "error-versus-reject curve (JSON 'quality' section, <out stem>_quality.png)",
+        ),
+    ] = False,
 ) -> None:
     """Verification (LFW protocol) of a saved model on a pairs file."""
     from facemetric.eval.evaluate_model import evaluate_model
 
-    r = evaluate_model(model, data, pairs, flip=flip, out=out, batch_size=batch_size, progress=not quiet)
+    r = evaluate_model(
+        model, data, pairs, flip=flip, out=out, batch_size=batch_size, progress=not quiet,
+        quality=quality,
+    )
     typer.echo(
         f"accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}  VAL@FAR={r['far_target']:g}: "
         f"{r['val']:.4f} ± {r['val_std']:.4f}  AUC {r['auc']:.4f}  EER {r['eer']:.4f}  "
         f"({r['num_pairs']} pairs, {r['num_images']} images)"
     )
+    if quality:
+        typer.echo(quality_summary(r["quality"]))
     if out is not None:
         typer.echo(f"report: {out}")
+
+
+def quality_summary(q: dict) -> str:
+    """One line: the rank correlation and accuracy before/after rejecting 20% (or the largest
+    fraction below it) of the lowest-norm pairs, with the random-rejection baseline."""
+    curve = q["curve"]
+    base = curve[0]
+    below = [p for p in curve if p["reject_fraction"] <= 0.2 + 1e-12]
+    at = below[-1] if below else curve[-1]
+    rho = "undefined" if q["spearman"] is None else f"{q['spearman']:.3f}"
+    return (
+        f"quality: spearman(norm, correct)={rho}; accuracy {base['norm']['accuracy']:.4f} -> "
+        f"{at['norm']['accuracy']:.4f} after rejecting {at['reject_fraction']:.0%} lowest-norm "
+        f"pairs (random: {at['random']['accuracy']:.4f})"
+    )
 
 
 @app.command()
@@ -111,9 +139,11 @@ def losses() -> None:
     """List the registered losses and heads."""
     from facemetric.losses import LOSSES
 
-    for name in LOSSES.names():
+    names = LOSSES.names()
+    width = max(len(n) for n in names) + 2
+    for name in names:
         doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
-        typer.echo(f"{name:<16} {doc[0] if doc else ''}")
+        typer.echo(f"{name:<{width}}{doc[0] if doc else ''}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -169,7 +169,8 @@ def quality_analysis(
       none); ``mean_quality_genuine``/``_impostor`` likewise.
     * ``norms``: mean/std/min/median/max over the ``2N`` pair sides (an image in several pairs
       counts several times); ``quality``: the same over ``q``.
-    * ``curve[j]`` for ``r`` = the ``j``-th of the sorted distinct ``reject_fractions``: ``num_rejected = floor(r * N)``.
+    * ``curve[j]``, ``r`` = the ``j``-th sorted distinct ``reject_fractions``:
+      ``num_rejected = floor(r * N)``.
       ``norm``: the ``num_rejected`` pairs with the lowest ``q`` are dropped (stable sort on
       ``q``: on ties the earlier pair goes first); ``quality_threshold`` = the smallest kept
       ``q``. ``random``: a uniformly random ``num_rejected`` pairs are dropped, for each of
@@ -179,10 +180,11 @@ def quality_analysis(
       ``fnmr[f"{fmr:.0e}"]`` for ``fmr`` in ``far_target`` and 1e-2: threshold ``t`` = the
       ``(k+1)``-th smallest kept impostor distance, ``k = floor(fmr * n_impostor)`` (so at most
       a fraction ``fmr`` of impostors has ``d < t``), ``FNMR = #{genuine: d >= t} / n_genuine``
-      = 1 - TAR; None when ``n_impostor < 1 / fmr``.
+      = 1 - TAR; None when ``n_impostor < 1 / fmr``. ``norm`` also counts the kept
+      ``num_genuine``/``num_impostor``.
 
     Raises FacemetricError for mismatched lengths, non-finite or negative norms, and a reject
-    fraction that leaves fewer than 2 pairs or a fold split without both classes.
+    fraction that leaves fewer than 2 pairs, no pair of one class, or a fold split without both.
     """
     if pair_quality not in PAIR_QUALITIES:
         raise FacemetricError(

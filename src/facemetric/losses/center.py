@@ -118,7 +118,9 @@ class CenterLoss(EmbeddingLoss):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Move the centers of the classes in the last training batch by the paper's rule."""
+        """Move the centers of the classes in the last training batch by the paper's rule
+        (and let the joined head do its own update, e.g. SphereFace's annealing step)."""
+        self.head.after_step()
         if self._pending is None:
             return
         features, labels = self._pending

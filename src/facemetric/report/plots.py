@@ -58,8 +58,8 @@ def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") ->
     """Error-versus-reject curves of :func:`facemetric.eval.quality.quality_analysis`.
 
     Left: k-fold accuracy vs the fraction of pairs rejected; right: FNMR at each FMR level
-    (log axis; points where it is undefined are left out). Solid: lowest pair quality (feature
-    norm) rejected first; dashed: random rejection (mean over seeds, ±1 std shaded).
+    (log axis, 0 drawn at 1e-4; undefined points left out). Solid: lowest pair quality
+    (feature norm) rejected first; dashed: random rejection (mean over seeds, ±1 std shaded).
     """
     curve = result["curve"]
     r = np.array([p["reject_fraction"] for p in curve])
@@ -67,7 +67,8 @@ def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") ->
     acc_n = np.array([p["norm"]["accuracy"] for p in curve])
     acc_r = np.array([p["random"]["accuracy"] for p in curve])
     std_r = np.array([p["random"]["accuracy_std"] for p in curve])
-    ax_acc.plot(r, acc_n, "o-", color="C0", lw=1.4, ms=3, label=f"reject low {result['pair_quality']} norm")
+    label = f"reject low {result['pair_quality']} norm"
+    ax_acc.plot(r, acc_n, "o-", color="C0", lw=1.4, ms=3, label=label)
     ax_acc.plot(r, acc_r, "s--", color="C7", lw=1.2, ms=3, label="reject at random")
     ax_acc.fill_between(r, acc_r - std_r, acc_r + std_r, color="C7", alpha=0.2, lw=0)
     ax_acc.set_xlabel("fraction of pairs rejected")
@@ -79,7 +80,7 @@ def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") ->
         title or (f"Spearman(quality, correct) = {rho:.3f}" if rho is not None else "quality"),
         fontsize=9,
     )
-    plotted = False
+    plotted, lowest = False, 1.0
     for i, key in enumerate(result.get("fmr_levels", [])):
         for kind, style in (("norm", "o-"), ("random", "s--")):
             pts = [(p["reject_fraction"], p[kind]["fnmr"][key]) for p in curve]
@@ -89,15 +90,19 @@ def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") ->
             xs, ys = zip(*pts, strict=True)
             label = f"FMR {key}, {'norm' if kind == 'norm' else 'random'}"
             ax_fn.plot(xs, ys, style, color=f"C{i + 1}", lw=1.2, ms=3, label=label)
+            lowest = min(lowest, *ys)
             plotted = True
     ax_fn.set_xlabel("fraction of pairs rejected")
     ax_fn.set_ylabel("FNMR = 1 - TAR")
     if plotted:
+        ax_fn.set_ylim(lowest / 2, 1.5)
         ax_fn.set_yscale("log")
         ax_fn.legend(fontsize=7)
     else:
-        ax_fn.text(0.5, 0.5, "too few impostor pairs", ha="center", va="center",
-                   transform=ax_fn.transAxes, fontsize=8)
+        ax_fn.text(
+            0.5, 0.5, "too few impostor pairs", ha="center", va="center",
+            transform=ax_fn.transAxes, fontsize=8,
+        )
     ax_fn.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
