@@ -34,6 +34,15 @@ DEMO_VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"name": "pk", "people_per_batch": 10, "images_per_person": 12, "batches_per_epoch": 10}),
 ]
 
+#: variants beyond the founding losses, run only when asked for (``--loss arcface``); margins
+#: are smaller than the face recipes' because 10 classes share a 2-D circle (36 degrees apart)
+EXTRA_VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    ("normface", {"name": "normface", "scale": "auto"}, {"name": "uniform", "batch_size": 128}),
+    ("sphereface", {"name": "sphereface", "margin": 2}, {"name": "uniform", "batch_size": 128}),
+    ("cosface", {"name": "cosface", "margin": 0.1}, {"name": "uniform", "batch_size": 128}),
+    ("arcface", {"name": "arcface", "margin": 0.1}, {"name": "uniform", "batch_size": 128}),
+]
+
 DEMO_BASE: dict[str, Any] = {
     "seed": 0,
     "data": {"name": "digits", "input_size": 16},
@@ -46,7 +55,7 @@ DEMO_BASE: dict[str, Any] = {
 
 def demo_config(variant: str, epochs: int | None = None) -> dict[str, Any]:
     """The full config of one demo variant (also what ``configs/digits-*.yaml`` hold)."""
-    for name, loss, sampler in DEMO_VARIANTS:
+    for name, loss, sampler in DEMO_VARIANTS + EXTRA_VARIANTS:
         if name == variant:
             cfg = json.loads(json.dumps(DEMO_BASE))
             cfg.update(name=f"digits-{name}", loss=dict(loss), sampler=dict(sampler))

@@ -70,10 +70,10 @@ def test_shipped_recipes_resolve():
 
 
 def test_digits_recipes_match_the_demo_variants():
-    from facemetric.demo import DEMO_VARIANTS, demo_config
+    from facemetric.demo import DEMO_VARIANTS, EXTRA_VARIANTS, demo_config
     from facemetric.train.config import DEFAULTS, _merge, validate
 
-    for name, _, _ in DEMO_VARIANTS:
+    for name, _, _ in DEMO_VARIANTS + EXTRA_VARIANTS:
         cfg = load_config(REPO / "configs" / f"digits-{name}.yaml")
         want = validate(_merge(DEFAULTS, demo_config(name), ""))
         cfg["train"]["eval_every"] = want["train"]["eval_every"]

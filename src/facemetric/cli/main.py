@@ -24,13 +24,16 @@ app = typer.Typer(
 def demo(
     out: Annotated[Path, typer.Option(help="output directory for report.json/.html and figures")] = Path("runs/demo"),
     epochs: Annotated[int | None, typer.Option(help="epochs per loss (default: the recipe's)")] = None,
-    loss: Annotated[list[str] | None, typer.Option("--loss", help="only these variants (repeatable)")] = None,
+    loss: Annotated[list[str] | None, typer.Option("--loss", help="only these variants (repeatable); also normface, sphereface, cosface, arcface")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Train LeNets++ (2-D features) on the embedded digits with each founding loss; report."""
-    from facemetric.demo import DEMO_VARIANTS, run_demo
+    """Train LeNets++ (2-D features) on the embedded digits with each founding loss; report.
 
-    known = [n for n, _, _ in DEMO_VARIANTS]
+    ``--loss arcface`` (cosface, sphereface, normface) adds a normalised head to the comparison.
+    """
+    from facemetric.demo import DEMO_VARIANTS, EXTRA_VARIANTS, run_demo
+
+    known = [n for n, _, _ in DEMO_VARIANTS + EXTRA_VARIANTS]
     for name in loss or []:
         if name not in known:
             raise FacemetricError(f"--loss: unknown variant {name!r}; expected one of {', '.join(known)}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facemetric.data.pairs import PairList
+if TYPE_CHECKING:  # annotations only: a runtime import closes an import cycle via data -> train
+    from facemetric.data.pairs import PairList
 
 
 @torch.no_grad()
