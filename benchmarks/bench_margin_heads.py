@@ -208,7 +208,7 @@ def main() -> None:
     for name, t_ours, t_pml in rows:
         if t_pml is None:
             note = "(no PML equivalent)" if have_pml else ""
-            print(f"{name:<18} {t_ours * 1e3:>14.2f} {'-':>10} {'-':>9}  {note}")
+            print(f"{name:<18} {t_ours * 1e3:>14.2f} {'-':>10} {'-':>9}  {note}".rstrip())
         else:
             print(f"{name:<18} {t_ours * 1e3:>14.2f} {t_pml * 1e3:>10.2f} {t_pml / t_ours:>8.2f}x")
     if any(t is not None for _, _, t in rows):

@@ -326,8 +326,8 @@ def test_evaluate_quality_writes_the_section_and_the_plot(tiny_model_and_faces, 
     assert [p["reject_fraction"] for p in q["curve"]][:3] == [0.0, 0.05, 0.1]
     assert q["curve"][0]["norm"]["accuracy"] == pytest.approx(report["accuracy_mean"])
     assert q["thresholds"] == report["thresholds"]  # correctness at the report's thresholds
-    assert q["figure"] == "report_quality.png"
-    assert (out.parent / "report_quality.png").stat().st_size > 5000
+    assert q["figure"] == "report-quality.png"
+    assert (out.parent / "report-quality.png").stat().st_size > 5000
     assert (out.parent / "report-roc.png").is_file()
 
     # the image norms are those of the un-normalised embeddings

@@ -84,7 +84,7 @@ def evaluate(
         typer.Option(
             "--quality",
             help="feature norm as face quality: correlation with correctness and an "
-            "error-versus-reject curve (JSON 'quality' section, <out stem>_quality.png)",
+            "error-versus-reject curve (JSON 'quality' section, <out stem>-quality.png)",
         ),
     ] = False,
 ) -> None:

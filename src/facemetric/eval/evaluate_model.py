@@ -70,7 +70,7 @@ def evaluate_model(
     section: :func:`facemetric.eval.quality.quality_analysis` of the pre-normalisation feature
     norms (squared L2 distance, as the main metrics; ``image_norms``: norm statistics over the
     distinct images; ``lowest_norm_images``: the 5 lowest-norm images) and, with ``out``,
-    writes the error-versus-reject plot ``<out stem>_quality.png``.
+    writes the error-versus-reject plot ``<out stem>-quality.png``.
     """
     from facemetric.data.protocols import read_lfw_pairs
     from facemetric.inference.embedder import load_model
@@ -116,7 +116,7 @@ def evaluate_model(
             for j in np.argsort(norms, kind="stable")[:5]
         ]
         if out is not None:
-            q["figure"] = Path(out).stem + "_quality.png"
+            q["figure"] = Path(out).stem + "-quality.png"
         report["quality"] = q
     if out is not None:
         from facemetric.report.plots import roc_plot
@@ -129,5 +129,5 @@ def evaluate_model(
         if norms is not None:
             from facemetric.report.plots import error_reject_plot
 
-            error_reject_plot(report["quality"], out.with_name(out.stem + "_quality.png"))
+            error_reject_plot(report["quality"], out.with_name(out.stem + "-quality.png"))
     return report
