@@ -162,3 +162,22 @@ def test_no_face_gives_empty_result_and_fallback_is_marked():
     for r in fb:
         assert r.fallback_used and not r.found
         assert r.faces[0].source == "center-box" and r.chip.shape == (112, 112, 3)
+
+
+def test_center_box_with_predicted_landmarks_aligns_like_the_detector(lfw):
+    """The fallback for a missed face: dlib's landmark model run inside a centre box lands the
+    landmarks close to where detection + landmarks put them on LFW's centred faces."""
+    from facemetric.align import CenterBoxDetector
+
+    box = CenterBoxDetector(fraction=0.43, landmarks="5")
+    det = _detector()
+    gaps = []
+    for f in lfw:
+        img = to_rgb(f)
+        found = det.detect([img])[0]
+        fallback = box.detect([img])[0]
+        assert len(fallback) == 1 and fallback[0].source == "center-box"
+        assert fallback[0].layout == "dlib5" and fallback[0].landmarks.shape == (5, 2)
+        if found:
+            gaps.append(np.abs(fallback[0].landmarks - found[0].landmarks).mean())
+    assert np.median(gaps) < 4.0, gaps  # pixels, on 250x250 images

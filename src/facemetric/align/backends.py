@@ -161,12 +161,20 @@ class CenterBoxDetector(Detector):
       rectangle convention);
     * ``"arcface-112"``: the ArcFace 112 template scaled to the square (layout ``"arcface5"``).
 
-    Needs no optional dependency.
+    ``landmarks="5"`` (or ``"68"``) instead runs dlib's landmark model inside the centre box,
+    as face_recognition does for a given face location: the fallback for uncropped photos in
+    which the detector missed a face (needs ``facemetric[dlib]``). Otherwise no dependency.
     """
 
     name = "center"
 
-    def __init__(self, fraction: float = 1.0, framing: str = "dlib-150", padding: float = 0.25):
+    def __init__(
+        self,
+        fraction: float = 1.0,
+        framing: str = "dlib-150",
+        padding: float = 0.25,
+        landmarks: str | None = None,
+    ):
         if not 0.0 < _number(fraction) <= 1.0:
             raise ConfigError(f"center fraction: expected a number in (0, 1], got {fraction!r}")
         if framing not in _FRAMINGS:
@@ -178,11 +186,21 @@ class CenterBoxDetector(Detector):
         self.fraction = float(fraction)
         self.framing = framing
         self.padding = float(padding)
+        self.landmarks = None if landmarks is None else str(landmarks)
+        self._predictor = None
+        if self.landmarks is not None:
+            if self.landmarks not in _LANDMARK_MODELS:
+                raise ConfigError(
+                    f"center landmarks: expected '5', '68' or None, got {landmarks!r}"
+                )
+            filename, self._layout = _LANDMARK_MODELS[self.landmarks]
+            self._dlib = import_dlib()
+            self._predictor = _shape_predictor(dlib_model_path(filename))
 
     def __repr__(self) -> str:
         return (
             f"CenterBoxDetector(fraction={self.fraction}, framing={self.framing!r}, "
-            f"padding={self.padding})"
+            f"padding={self.padding}, landmarks={self.landmarks!r})"
         )
 
     def face_for(self, height: int, width: int) -> Face:
@@ -196,7 +214,17 @@ class CenterBoxDetector(Detector):
         pts = unit * side + np.array([x0, y0])
         return Face((x0, y0, x0 + side, y0 + side), 0.0, pts, layout, "center-box")
 
+    def _predicted(self, image: np.ndarray) -> Face:
+        face = self.face_for(image.shape[0], image.shape[1])
+        x0, y0, x1, y1 = (int(round(v)) for v in face.box)
+        rect = self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1)
+        shape = self._predictor(np.ascontiguousarray(image), rect)
+        pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return Face((x0, y0, x1, y1), 0.0, pts, self._layout, "center-box")
+
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        if self._predictor is not None:
+            return [[self._predicted(img)] for img in images]
         return [[self.face_for(img.shape[0], img.shape[1])] for img in images]
 
 
