@@ -2,8 +2,9 @@
 
 The distinct images of the pairs are embedded once through
 :meth:`facemetric.inference.FaceEmbedder.embed` (so evaluation and inference share exactly the
-same preprocessing), then scored with the LFW protocol; the result is JSON (stable keys) plus
-an ROC plot.
+same preprocessing and normalisation), then scored with the LFW protocol using the card's
+distance (squared L2 between L2-normalised embeddings by default; Euclidean between raw
+descriptors for dlib's model); the result is JSON (stable keys) plus an ROC plot.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def embed_paths(
     progress: bool = True,
     return_norms: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Normalised embeddings of ``paths`` (in order), with a progress bar.
+    """Embeddings of ``paths`` (in order, L2-normalised unless the model card says
+    ``normalize_embeddings: false``), with a progress bar.
 
     ``return_norms=True`` gives ``(embeddings, norms)``: the pre-normalisation feature norms
     too (see :meth:`facemetric.inference.FaceEmbedder.embed_with_norms`; with ``flip``, the norm
@@ -68,7 +70,7 @@ def evaluate_model(
     ``pairs`` may be relative to ``data`` (e.g. ``pairs.txt``). With ``out``, writes the JSON
     report there and ``<out stem>-roc.png`` beside it. ``quality=True`` adds a ``"quality"``
     section: :func:`facemetric.eval.quality.quality_analysis` of the pre-normalisation feature
-    norms (squared L2 distance, as the main metrics; ``image_norms``: norm statistics over the
+    norms (the card's distance, as the main metrics; ``image_norms``: norm statistics over the
     distinct images; ``lowest_norm_images``: the 5 lowest-norm images) and, with ``out``,
     writes the error-versus-reject plot ``<out stem>-quality.png``.
     """
@@ -91,8 +93,10 @@ def evaluate_model(
         emb = embed_paths(embedder, unique, flip=flip, batch_size=batch_size, progress=progress)
     i1 = np.array([position[p] for p in pair_set.paths1])
     i2 = np.array([position[p] for p in pair_set.paths2])
+    distance = getattr(embedder, "distance_kind", "squared_l2")  # the card's distance
     metrics = evaluate_verification(
-        emb[i1], emb[i2], issame=pair_set.issame, folds=pair_set.fold, far_target=far_target
+        emb[i1], emb[i2], issame=pair_set.issame, folds=pair_set.fold, distance=distance,
+        far_target=far_target,
     )
     report = {
         "model": str(model),
@@ -108,7 +112,7 @@ def evaluate_model(
 
         q = quality_analysis(
             emb[i1], emb[i2], pair_set.issame, norms[i1], norms[i2], folds=pair_set.fold,
-            distance="squared_l2", far_target=far_target,
+            distance=distance, far_target=far_target,
         )
         q["image_norms"] = _stats(norms)
         q["lowest_norm_images"] = [

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from facemetric.errors import FacemetricError
 
-DISTANCES = ("squared_l2", "cosine")
+DISTANCES = ("squared_l2", "euclidean", "cosine")
 PLACEMENTS = ("midpoint", "lowest")
 FAR_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -152,7 +152,8 @@ def pair_scores(emb1: Any, emb2: Any, distance: str = "squared_l2") -> np.ndarra
     """Distance of each pair ``(emb1[i], emb2[i])`` as float64 ``[num_pairs]``.
 
     ``squared_l2``: ``||a - b||^2`` on the embeddings as given (in ``[0, 4]`` when the caller
-    L2-normalises, as facenet does). ``cosine``: the cosine *distance* ``1 - cos(a, b)`` in
+    L2-normalises, as facenet does). ``euclidean``: ``||a - b||`` (dlib compares its raw
+    descriptors this way, threshold 0.6). ``cosine``: the cosine *distance* ``1 - cos(a, b)`` in
     ``[0, 2]``. Accepts numpy arrays or torch tensors ``[num_pairs, dim]``.
     """
     if distance not in DISTANCES:
@@ -173,6 +174,8 @@ def pair_scores(emb1: Any, emb2: Any, distance: str = "squared_l2") -> np.ndarra
             raise FacemetricError(f"{name}: contain NaN or inf")
     if distance == "squared_l2":
         return np.sum((a - b) ** 2, axis=1)
+    if distance == "euclidean":
+        return np.sqrt(np.sum((a - b) ** 2, axis=1))
     na = np.linalg.norm(a, axis=1)
     nb = np.linalg.norm(b, axis=1)
     for name, nx in (("emb1", na), ("emb2", nb)):

@@ -8,8 +8,11 @@ The card carries everything inference needs, so it never asks the user to repeat
      "thresholds": {"best_accuracy": 1.1, "far_1e-03": 0.9}, "loss": {...},
      "training_data": {...}, "metrics": {...}, "git": {...}, "created": "..."}
 
-Distances are squared Euclidean between L2-normalised embeddings (in [0, 4]); a pair is
-"same" when its distance is below the threshold. The directory is written atomically: into
+By default distances are squared Euclidean between L2-normalised embeddings (in [0, 4]); a
+card may say otherwise (``"distance": "euclidean"`` or ``"cosine"``; ``"normalize_embeddings":
+false`` for raw embeddings, as dlib's descriptors are compared). A pair is "same" when its
+distance is below the threshold (``"default_threshold"`` names the entry of ``thresholds`` to
+use, else ``best_accuracy``). The directory is written atomically: into
 a temporary sibling, then renamed over the target.
 """
 
@@ -44,12 +47,14 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, card: dict[str, Any
     for key in ("backbone", "embedding_dim", "preprocessing"):
         if key not in card:
             raise FacemetricError(f"model card: missing required field {key!r}")
+    # a card may bring its own "git" (e.g. None for a converted third-party model)
+    git = card["git"] if "git" in card else git_revision()
     full = {
         "format": FORMAT,
         "distance": "squared_l2",
         "normalize_embeddings": True,
         "facemetric_version": __version__,
-        "git": git_revision(),
+        "git": git,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **card,
     }

