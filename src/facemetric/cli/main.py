@@ -102,6 +102,9 @@ def evaluate(
     )
     if quality:
         typer.echo(quality_summary(r["quality"]))
+    if "alignment" in r:
+        a = r["alignment"]
+        typer.echo(f"alignment: {a['detected']} of {a['images']} images detected, {a['fallback']} centre-box fallbacks")
     if out is not None:
         typer.echo(f"report: {out}")
 

@@ -107,6 +107,8 @@ def evaluate_model(
         "num_images": len(unique),
         **metrics,
     }
+    if getattr(embedder, "aligner", None) is not None:  # the card's detection + alignment step
+        report["alignment"] = {**embedder.aligner.spec, **embedder.aligner.counts}
     if norms is not None:
         from facemetric.eval.quality import _stats, quality_analysis
 
