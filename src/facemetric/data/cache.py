@@ -68,7 +68,10 @@ def _as_prep(prep_or_size: Preprocessing | int | Sequence[int]) -> Preprocessing
 
 
 def _describe(
-    paths: Sequence[str | os.PathLike], root: str | os.PathLike | None, prep: Preprocessing
+    paths: Sequence[str | os.PathLike],
+    root: str | os.PathLike | None,
+    prep: Preprocessing,
+    alignment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sidecar content (without ``skipped``) for these inputs, including its hash."""
     if root is not None:
@@ -100,6 +103,8 @@ def _describe(
         "root": os.fspath(root) if root is not None else None,
         "paths": rel,
     }
+    if alignment is not None:  # chips made by a detection + alignment step
+        info["alignment"] = alignment
     digest = hashlib.sha256()
     keyed = {k: v for k, v in info.items() if k != "root"}
     digest.update(json.dumps(keyed, sort_keys=True).encode())
@@ -155,14 +160,18 @@ def _fill(
     progress: bool,
     skip_corrupt: bool,
     chunk_size: int = 64,
+    aligner: Any = None,
 ) -> list[tuple[str, str]]:
     """Decode ``paths`` into ``out``; returns ``(path, error)`` of the images zeroed (skip)."""
     skipped: list[tuple[str, str]] = []
+    if aligner is not None:
+        num_workers = 0  # one detector, used from one thread
 
     def work(start: int, stop: int) -> int:
         for i in range(start, stop):
             try:
-                out[i] = decode_and_resize(paths[i], prep)
+                item = paths[i] if aligner is None else aligner([paths[i]])[0]
+                out[i] = decode_and_resize(item, prep)
             except DataError as exc:
                 if not skip_corrupt:
                     raise
@@ -200,6 +209,7 @@ def build_image_cache(
     progress: bool = True,
     root: str | os.PathLike | None = None,
     skip_corrupt: bool = False,
+    aligner: Any = None,
 ) -> np.memmap:
     """Decode + centre crop + resize ``paths`` once into a memory-mapped uint8 ``[N, H, W, C]``.
 
@@ -214,6 +224,9 @@ def build_image_cache(
         skip_corrupt: an unreadable image becomes an all-zero image, is listed in the
             sidecar's ``skipped`` (see :func:`cache_info`) and a warning is issued; otherwise
             a DataError names the file and no cache file is left behind.
+        aligner: a detection + alignment step (:class:`facemetric.inference.alignment.CardAligner`)
+            applied to each image before ``prep`` (the cache then holds aligned chips; its
+            ``spec`` is part of the cache key).
 
     Returns the read-only memory map (reused as is when the sidecar matches the inputs).
     """
@@ -222,7 +235,7 @@ def build_image_cache(
     if not paths:
         raise DataError(f"{cache_path}: no images to cache")
     cache_path = Path(cache_path)
-    info = _describe(paths, root, prep)
+    info = _describe(paths, root, prep, aligner.spec if aligner is not None else None)
     reused = _try_reuse(cache_path, info, skip_corrupt)
     if reused is not None:
         return reused
@@ -234,7 +247,7 @@ def build_image_cache(
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(info["shape"]))
-        skipped = _fill(out, paths, prep, num_workers, progress, skip_corrupt)
+        skipped = _fill(out, paths, prep, num_workers, progress, skip_corrupt, aligner=aligner)
         out.flush()
         del out
         os.replace(tmp, cache_path)

@@ -29,6 +29,8 @@ class DataBundle:
     #: whether ``preprocessing`` is a full :class:`Preprocessing` dict, so a model artifact
     #: (weights + card) can be written for models trained on this data
     supports_artifact: bool = False
+    #: the detection + alignment step the images went through (goes into the model card)
+    alignment: dict[str, Any] | None = None
 
 
 DATA_SOURCES: Registry[DataBundle] = Registry("data source")
@@ -125,7 +127,7 @@ class PairSetEvaluator:
 
 
 def pair_set_evaluator(
-    pairs: Any, prep: Any, cache_dir: str | None = None, flip: bool = False,
+    pairs: Any, prep: Any, cache_dir: str | None = None, flip: bool = False, aligner: Any = None,
     far_target: float = 1e-3, num_workers: int = 2, progress: bool = True,
 ) -> PairSetEvaluator:
     """Build a :class:`PairSetEvaluator`: decode (and cache) the pairs' distinct images once."""
@@ -134,19 +136,22 @@ def pair_set_evaluator(
     from facemetric.data.cache import CachedImageDataset, build_image_cache
 
     unique, index1, index2 = pairs.unique_paths()
-    cache_path = _cache_file(cache_dir, unique, prep, "pairs")
-    array = build_image_cache(unique, prep, cache_path, num_workers=num_workers, progress=progress)
+    cache_path = _cache_file(cache_dir, unique, prep, "pairs", aligner)
+    array = build_image_cache(
+        unique, prep, cache_path, num_workers=num_workers, progress=progress, aligner=aligner
+    )
     dataset = CachedImageDataset(array, np.zeros(len(unique), dtype=np.int64), prep, train=False)
     return PairSetEvaluator(pairs, dataset, index1, index2, flip=flip, far_target=far_target)
 
 
-def _cache_file(cache_dir: str | None, paths: list[str], prep: Any, tag: str) -> str:
+def _cache_file(cache_dir: str | None, paths: list[str], prep: Any, tag: str, aligner: Any = None) -> str:
     import hashlib
     import json
 
-    digest = hashlib.sha1(
-        json.dumps([paths, prep.to_dict()], sort_keys=True, default=str).encode()
-    ).hexdigest()[:16]
+    key: list[Any] = [paths, prep.to_dict()]
+    if aligner is not None:
+        key.append(aligner.spec)
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     base = Path(_path(cache_dir) or os.environ.get("FACEMETRIC_CACHE", "~/.cache/facemetric")).expanduser()
     base.mkdir(parents=True, exist_ok=True)
     return str(base / f"{tag}-{digest}.npy")
@@ -171,13 +176,16 @@ def folder_source(
     num_workers: int = 2,
     progress: bool = True,
     seed: int = 0,
+    alignment: dict[str, Any] | None = None,
 ) -> DataBundle:
     """Identity folders ``<root>/<identity>/<image>`` (LFW / facenet layout) for training.
 
     ``people`` (a list or an LFW people file) and ``min_images`` filter the identities; images
     are decoded once into a uint8 cache (``cache_dir``, default ``$FACEMETRIC_CACHE`` or
     ``~/.cache/facemetric``). ``preprocessing`` is a dict of :class:`Preprocessing` fields or
-    a preset name. Validation: ``val_pairs`` (an LFW-format pairs file over ``val_root``,
+    a preset name. ``alignment`` (a model card's alignment section, e.g. dlib's HOG + 5-point
+    150x150 chip) detects and aligns every image before ``preprocessing``; it is cached and
+    recorded in the model card. Validation: ``val_pairs`` (an LFW-format pairs file over ``val_root``,
     default ``root``), or ``val_people`` (identities whose generated pairs are used).
     """
     from facemetric.data.cache import CachedImageDataset, build_image_cache
@@ -195,10 +203,15 @@ def folder_source(
         prep = Preprocessing.from_dict(preprocessing or {})
     people = _path(people) if isinstance(people, str) else people
     folder = IdentityFolder(_path(root), min_images=min_images, identities=people, skip_corrupt=skip_corrupt)
-    cache_path = _cache_file(cache_dir, [str(p) for p in folder.paths], prep, "train")
+    aligner = None
+    if alignment:
+        from facemetric.inference.alignment import CardAligner
+
+        aligner = CardAligner(dict(alignment))
+    cache_path = _cache_file(cache_dir, [str(p) for p in folder.paths], prep, "train", aligner)
     array = build_image_cache(
         folder.paths, prep, cache_path, num_workers=num_workers, progress=progress,
-        skip_corrupt=skip_corrupt,
+        skip_corrupt=skip_corrupt, aligner=aligner,
     )
     train = CachedImageDataset(
         array, folder.labels, prep, train=True, random_crop=random_crop, flip=flip, seed=seed,
@@ -219,13 +232,17 @@ def folder_source(
     else:
         pairs = None
     if pairs is not None:
-        evaluator = pair_set_evaluator(pairs, prep, cache_dir, flip=val_flip, num_workers=num_workers, progress=progress)
+        evaluator = pair_set_evaluator(
+            pairs, prep, cache_dir, flip=val_flip, aligner=aligner, num_workers=num_workers,
+            progress=progress,
+        )
         val_summary["val_pairs"] = len(pairs)
     return DataBundle(
         train=train,
         evaluator=evaluator,
         preprocessing=prep.to_dict(),
         supports_artifact=True,
+        alignment=aligner.spec if aligner is not None else None,
         summary={"dataset": str(root), "people": people if isinstance(people, str) else None,
                  "min_images": min_images, **folder.summary(), **val_summary},
     )

@@ -88,7 +88,7 @@ def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any
     backbone accepts them and the config does not set them."""
     import inspect
 
-    opts = options(model_cfg)
+    opts = options(model_cfg, "pretrained")
     try:
         params = inspect.signature(MODELS.get(model_cfg["name"])).parameters
     except (TypeError, ValueError):
@@ -104,6 +104,19 @@ def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any
     return opts
 
 
+def _pretrained_init(name: str, backbone: str) -> Any:
+    """The :class:`FaceEmbedder` whose weights start a fine-tuning run (``model.pretrained``)."""
+    from facemetric.inference.embedder import load_model
+
+    init = load_model(name, align=False)
+    if init.card["backbone"]["name"] != backbone:
+        raise ConfigError(
+            f"model.pretrained: {name!r} is a {init.card['backbone']['name']!r} network, but "
+            f"model.name is {backbone!r}"
+        )
+    return init
+
+
 def build_experiment(
     config: dict[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Experiment:
@@ -115,9 +128,23 @@ def build_experiment(
     train_cfg = config["train"]
     seed = int(config["seed"])
     seed_everything(seed, deterministic=bool(train_cfg["deterministic"]))
-    data = DATA_SOURCES.build(config["data"]["name"], **options(config["data"]))
+    data_options = options(config["data"])
+    pretrained = config["model"].get("pretrained")
+    init = None
+    if pretrained:
+        init = _pretrained_init(str(pretrained), config["model"]["name"])
+        # the data must look like the pretrained model's inputs unless the config says otherwise
+        data_options.setdefault("preprocessing", init.card["preprocessing"])
+        if init.card.get("alignment"):
+            data_options.setdefault("alignment", init.card["alignment"])
+    data = DATA_SOURCES.build(config["data"]["name"], **data_options)
     model_options = _model_options(config["model"], data)
+    if init is not None:
+        # the architecture must match the weights: the pretrained card's options, not the config's
+        model_options = dict(init.card["backbone"].get("options", {}))
     model = build_model(config["model"]["name"], **model_options)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
     embedding_dim = int(getattr(model, "embedding_dim", config["model"].get("embedding_dim", 0)))
     num_classes = int(data.train.num_classes)
     loss = build_loss(
@@ -212,6 +239,8 @@ def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
         "backbone": {"name": exp.config["model"]["name"], "options": exp.model_options},
         "embedding_dim": int(getattr(model, "embedding_dim", exp.model_options.get("embedding_dim", 0))),
         "preprocessing": exp.data.preprocessing,
+        **({"alignment": exp.data.alignment} if exp.data.alignment else {}),
+        **({"initialised_from": exp.config["model"]["pretrained"]} if exp.config["model"].get("pretrained") else {}),
         "loss": exp.config["loss"],
         "training_data": exp.data.summary,
         "thresholds": thresholds,
