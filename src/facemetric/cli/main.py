@@ -87,13 +87,17 @@ def evaluate(
             "error-versus-reject curve (JSON 'quality' section, <out stem>-quality.png)",
         ),
     ] = False,
+    face_select: Annotated[
+        str | None,
+        typer.Option(help="models that align photos: which face when several are found (largest, center, score)"),
+    ] = None,
 ) -> None:
     """Verification (LFW protocol) of a saved model on a pairs file."""
     from facemetric.eval.evaluate_model import evaluate_model
 
     r = evaluate_model(
         model, data, pairs, flip=flip, out=out, batch_size=batch_size, progress=not quiet,
-        quality=quality,
+        quality=quality, face_select=face_select,
     )
     typer.echo(
         f"accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}  VAL@FAR={r['far_target']:g}: "
@@ -103,8 +107,8 @@ def evaluate(
     if quality:
         typer.echo(quality_summary(r["quality"]))
     if "alignment" in r:
-        a = r["alignment"]
-        typer.echo(f"alignment: {a['detected']} of {a['images']} images detected, {a['fallback']} centre-box fallbacks")
+        a = r["alignment"]["counts"]
+        typer.echo(f"alignment: {a['detected']} of {a['images']} images detected, {a['center_box']} centre-box fallbacks, {a['several_faces']} with several faces")
     if out is not None:
         typer.echo(f"report: {out}")
 
@@ -154,7 +158,7 @@ def verify(
     result = {"a": str(image_a), "b": str(image_b), "model": model, **result}
     result["distance_kind"] = embedder.card.get("distance", "squared_l2")
     if embedder.aligner is not None:
-        result["center_fallback_used"] = embedder.aligner.counts["fallback"]
+        result["center_fallback_used"] = embedder.aligner.counts["center_box"]
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -64,6 +64,7 @@ def evaluate_model(
     far_target: float = 1e-3,
     progress: bool = True,
     quality: bool = False,
+    face_select: str | None = None,
 ) -> dict[str, Any]:
     """Verification metrics of ``model`` on the LFW-format ``pairs`` file over images in ``data``.
 
@@ -72,7 +73,9 @@ def evaluate_model(
     section: :func:`facemetric.eval.quality.quality_analysis` of the pre-normalisation feature
     norms (the card's distance, as the main metrics; ``image_norms``: norm statistics over the
     distinct images; ``lowest_norm_images``: the 5 lowest-norm images) and, with ``out``,
-    writes the error-versus-reject plot ``<out stem>-quality.png``.
+    writes the error-versus-reject plot ``<out stem>-quality.png``. ``face_select`` overrides
+    the card's alignment ``select`` (``"largest"``, ``"center"``, ``"score"``) for photos with
+    several faces; the report's ``alignment`` section counts detections and fallbacks.
     """
     from facemetric.data.protocols import read_lfw_pairs
     from facemetric.inference.embedder import load_model
@@ -82,6 +85,10 @@ def evaluate_model(
         pairs_path = Path(data) / pairs_path
     pair_set = read_lfw_pairs(pairs_path, data)
     embedder = load_model(model)
+    if face_select is not None and getattr(embedder, "aligner", None) is not None:
+        from facemetric.inference.alignment import CardAligner
+
+        embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
     unique = sorted(set(pair_set.paths1) | set(pair_set.paths2))
     position = {p: i for i, p in enumerate(unique)}
     norms = None
@@ -108,7 +115,7 @@ def evaluate_model(
         **metrics,
     }
     if getattr(embedder, "aligner", None) is not None:  # the card's detection + alignment step
-        report["alignment"] = {**embedder.aligner.spec, **embedder.aligner.counts}
+        report["alignment"] = {**embedder.aligner.spec, "counts": dict(embedder.aligner.counts)}
     if norms is not None:
         from facemetric.eval.quality import _stats, quality_analysis
 

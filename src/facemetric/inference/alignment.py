@@ -12,7 +12,11 @@ card holds an ``alignment`` section, :class:`CardAligner` runs it before the car
 ``fallback``: ``"center-box"`` aligns a centre box when the detector finds no face (with
 dlib's landmarks predicted inside it when ``fallback_landmarks`` is set: face_recognition's
 behaviour for a given face location); ``"none"`` makes a missed face an error naming the file.
-The largest face of an image is used. :attr:`CardAligner.counts` tallies what happened.
+``select`` picks the face when several are found: ``"largest"`` (default), ``"center"`` (the
+face whose box centre is nearest the image centre: right for centred datasets such as LFW,
+where a larger bystander is sometimes detected) or ``"score"`` (the detector's most confident).
+:attr:`CardAligner.counts` tallies what happened (``images``, ``detected``, ``center_box``,
+``several_faces``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ DEFAULT_ALIGNMENT: dict[str, Any] = {
     "fallback": "center-box",
     "fallback_fraction": 0.43,
     "fallback_landmarks": "5",
+    "select": "largest",
 }
 
 
@@ -66,7 +71,24 @@ class CardAligner:
             raise FacemetricError(
                 f"alignment.fallback: expected 'center-box' or 'none', got {s['fallback']!r}"
             )
-        self.counts = {"images": 0, "detected": 0, "fallback": 0}
+        if s["select"] not in ("largest", "center", "score"):
+            raise FacemetricError(
+                f"alignment.select: expected 'largest', 'center' or 'score', got {s['select']!r}"
+            )
+        self.counts = {"images": 0, "detected": 0, "center_box": 0, "several_faces": 0}
+
+    def _pick(self, result: Any) -> np.ndarray | None:
+        if not result.chips:
+            return None
+        how = self.spec["select"]
+        if how == "largest" or len(result.chips) == 1:
+            return result.chips[0]
+        h, w = result.image_size
+        if how == "center":
+            key = [((f.box[0] + f.box[2]) / 2 - w / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - h / 2) ** 2
+                   for f in result.faces]
+            return result.chips[int(np.argmin(key))]
+        return result.chips[int(np.argmax([f.score for f in result.faces]))]
 
     def __call__(self, images: Sequence[Any]) -> list[np.ndarray]:
         from facemetric.align import align_faces
@@ -74,13 +96,15 @@ class CardAligner:
         s = self.spec
         results = align_faces(
             list(images), self.detector, template=s["template"], fallback=self.fallback,
-            size=int(s["size"]), padding=float(s["padding"]),
+            size=int(s["size"]), padding=float(s["padding"]), all_faces=s["select"] != "largest",
         )
         chips = []
         for i, (item, r) in enumerate(zip(images, results, strict=True)):
-            if r.chip is None:
+            chip = self._pick(r)
+            if chip is None:
                 raise FacemetricError(f"no face found in {_name(item, i)}")
             self.counts["images"] += 1
-            self.counts["fallback" if r.fallback_used else "detected"] += 1
-            chips.append(r.chip)
+            self.counts["center_box" if r.fallback_used else "detected"] += 1
+            self.counts["several_faces"] += int(len(r.faces) > 1)
+            chips.append(chip)
         return chips
