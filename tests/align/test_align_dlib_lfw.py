@@ -150,6 +150,18 @@ def test_several_faces_largest_first(lfw):
     only = align_faces([canvas], detector=det)[0]
     assert len(only.chips) == 1 and len(only.faces) == 2
     np.testing.assert_array_equal(only.chip, res.chips[0])
+    # a model card's alignment step picks by size or by closeness to the image centre
+    from facemetric.inference.alignment import CardAligner
+
+    wide = np.full((260, 700, 3), 127, np.uint8)  # the small face is nearer the centre (350)
+    wide[5:255, 5:255] = singles[0]
+    wide[180 - 160 : 180, 290:450] = small
+    largest = CardAligner({"select": "largest"})
+    central = CardAligner({"select": "center"})
+    res = align_faces([wide], detector=det, all_faces=True)[0]
+    np.testing.assert_array_equal(largest([wide])[0], res.chips[0])
+    np.testing.assert_array_equal(central([wide])[0], res.chips[1])
+    assert central.counts == {"images": 1, "detected": 1, "center_box": 0, "several_faces": 1}
 
 
 def test_no_face_gives_empty_result_and_fallback_is_marked():

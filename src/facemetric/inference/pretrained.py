@@ -39,7 +39,7 @@ from facemetric.inference.artifact import CARD_NAME, WEIGHTS_NAME
 CACHE_ENV = "FACEMETRIC_CACHE"
 DLIB_MODEL_ENV = "FACEMETRIC_DLIB_MODEL"
 #: Bump when a conversion changes: cached artifacts of older versions are converted again.
-CONVERTER_VERSION = 2  # 2: the card carries the alignment step
+CONVERTER_VERSION = 3  # 2: the card carries the alignment step; 3: select the central face
 
 DLIB_RESNET_V1 = "dlib-resnet-v1"
 DLIB_RESNET_V1_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -135,8 +135,9 @@ def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]
             "color": "RGB",
             "alignment": "a 150x150 face chip as dlib's get_face_chip(image, 5-point landmarks, "
             "size=150, padding=0.25) makes it; load_model(..., align=True) (the default) detects "
-            "(dlib HOG, upsample 1) and aligns photos first (facemetric.align), falling back to "
-            "landmarks predicted in a centre box when no face is found",
+            "(dlib HOG, upsample 1) and aligns photos first (facemetric.align), taking the face "
+            "nearest the image centre when there are several, and falling back to landmarks "
+            "predicted in a centre box when no face is found",
             "normalization": f"(pixel - {[round(m, 3) for m in mean]}) / {INPUT_SCALE:g} per RGB "
             "channel, as dlib's input_rgb_image_sized; written as mean_std with mean = m / 255 "
             "and std = 256 / 255",
@@ -144,7 +145,7 @@ def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]
         "alignment": {
             "detector": "dlib-hog", "upsample": 1, "template": "dlib-150", "size": 150,
             "padding": 0.25, "fallback": "center-box", "fallback_fraction": 0.43,
-            "fallback_landmarks": "5",
+            "fallback_landmarks": "5", "select": "center",
         },
         "distance": "euclidean",
         "normalize_embeddings": False,
