@@ -373,3 +373,22 @@ def test_equal_to_pytorch_metric_learning_for_equal_weights(name):
     lb.backward()
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(ours.weight.grad, theirs.W.grad.t(), rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["softmax", "l2-softmax", "center", "arcface", "subcenter-arcface", "cosface"])
+def test_class_mean_initialisation_classifies_by_nearest_mean(name):
+    """Weight imprinting: after ``init_from_class_means`` the margin-free prediction is the
+    class whose mean is nearest (Euclidean for softmax/center's softmax head, cosine else)."""
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(C, D, generator=g, dtype=torch.float64) * 3
+    loss = build_loss(name, embedding_dim=D, num_classes=C).double()
+    loss.init_from_class_means(means)
+    x = torch.randn(200, D, generator=g, dtype=torch.float64) * 3
+    if name in ("softmax", "center"):
+        want = torch.cdist(x, means).argmin(1)
+    else:
+        want = (F.normalize(x, dim=1) @ F.normalize(means, dim=1).t()).argmax(1)
+    head = loss.head if name == "center" else loss
+    assert torch.equal(head.predict(x), want)
+    if name == "center":
+        assert torch.equal(loss.centers, means)

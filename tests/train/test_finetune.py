@@ -56,6 +56,8 @@ def test_finetune_from_dlib_resnet(tiny_lfw, tmp_path, monkeypatch):
     assert exp.data.alignment["detector"] == "dlib-hog"
     assert exp.data.preprocessing == pretrained.card["preprocessing"]
     assert exp.loss.num_classes == 4 and exp.loss.embedding_dim == 128
+    # head_init auto: centers imprinted with the class means of the pretrained features
+    assert exp.loss.centers.abs().sum() > 0 and exp.loss.centers.norm(dim=1).mean() > 0.5
 
     result = run_experiment(cfg, run_dir=tmp_path / "run", progress=False)
     card_model = load_model(result.run_dir)  # the fine-tuned artifact, with alignment

@@ -124,3 +124,9 @@ class ClassifierLoss(EmbeddingLoss):
     def predict(self, embeddings: Tensor) -> Tensor:
         """Predicted class ids ``[B]``."""
         return self.logits(embeddings).argmax(1)
+
+    def init_from_class_means(self, means: Tensor) -> None:
+        """Start the classifier from the mean embedding of each class ``[C, D]`` (weight
+        imprinting: the head of a fine-tuning run agrees with the pretrained features from the
+        first step instead of sending random gradients into them)."""
+        raise NotImplementedError(f"{type(self).__name__} has no class-mean initialisation")

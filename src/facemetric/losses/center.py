@@ -117,6 +117,12 @@ class CenterLoss(EmbeddingLoss):
         return self.head.logits(embeddings, labels)
 
     @torch.no_grad()
+    def init_from_class_means(self, means: Tensor) -> None:
+        """Centers = the class means of the raw features; the head from the same means."""
+        self.centers.copy_(means.to(self.centers.dtype))
+        self.head.init_from_class_means(means)
+
+    @torch.no_grad()
     def after_step(self) -> None:
         """Move the centers of the classes in the last training batch by the paper's rule
         (and let the joined head do its own update, e.g. SphereFace's annealing step)."""

@@ -85,6 +85,14 @@ class L2SoftmaxLoss(ClassifierLoss):
     def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.classifier(self.scaled_features(embeddings))
 
+    @torch.no_grad()
+    def init_from_class_means(self, means: Tensor) -> None:
+        """``W_j = m_j / ||m_j||`` (means of the normalised features), no bias: logits
+        ``alpha cos(x, m_j)``."""
+        self.classifier.weight.copy_(F.normalize(means, dim=1))
+        if self.classifier.bias is not None:
+            self.classifier.bias.zero_()
+
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         loss = super().forward(embeddings, labels)
         self.stats["alpha"] = float(self.alpha.detach())

@@ -196,5 +196,11 @@ class NormalizedHead(ClassifierLoss):
         return loss
 
     @torch.no_grad()
+    def init_from_class_means(self, means: Tensor) -> None:
+        """Every (sub-)center of class j starts at the direction of ``m_j``."""
+        rows = F.normalize(means.to(self.weight.dtype), dim=1).repeat_interleave(self.sub_centers, 0)
+        self.weight.copy_(rows)
+
+    @torch.no_grad()
     def predict(self, embeddings: Tensor) -> Tensor:
         return self._margin_logits(embeddings, None)[1].argmax(1)

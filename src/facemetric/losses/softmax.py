@@ -8,6 +8,7 @@ A linear classifier on the raw embedding followed by cross-entropy, averaged ove
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from facemetric.losses.base import ClassifierLoss
@@ -24,3 +25,11 @@ class SoftmaxLoss(ClassifierLoss):
 
     def logits(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.classifier(embeddings)
+
+    @torch.no_grad()
+    def init_from_class_means(self, means: Tensor) -> None:
+        """``W_j = m_j``, ``b_j = -||m_j||^2 / 2``: logits ``m_j.x - ||m_j||^2/2 = -||x - m_j||^2/2 +
+        const``, the nearest-class-mean classifier."""
+        self.classifier.weight.copy_(means)
+        if self.classifier.bias is not None:
+            self.classifier.bias.copy_(-0.5 * means.pow(2).sum(1))

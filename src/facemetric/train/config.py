@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
         "keep_checkpoints": 2,
         "deterministic": True,
         "log_every": 10,
+        "head_init": "auto",
     },
     "eval": {"distance": "squared_l2", "far_target": 1e-3, "batch_size": 256},
 }

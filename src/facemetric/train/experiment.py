@@ -117,6 +117,30 @@ def _pretrained_init(name: str, backbone: str) -> Any:
     return init
 
 
+def _init_head_from_class_means(model: Any, loss: Any, dataset: Any) -> None:
+    """Imprint the loss's classifier/centers with each class's mean embedding under ``model``
+    (the un-augmented training images; ``train.head_init``: ``auto`` does it for fine-tuning)."""
+    import torch
+
+    from facemetric.eval.embedding import embed_dataset
+
+    if not hasattr(loss, "init_from_class_means"):
+        return
+    was = getattr(dataset, "train", None)
+    if was is not None:
+        dataset.train = False  # centre crop, no flip, no RNG consumed
+    try:
+        emb = embed_dataset(model, dataset)
+    finally:
+        if was is not None:
+            dataset.train = was
+    labels = torch.as_tensor(dataset.labels, dtype=torch.long)
+    c = int(loss.num_classes)
+    sums = torch.zeros(c, emb.shape[1]).index_add_(0, labels, emb)
+    counts = torch.bincount(labels, minlength=c).clamp(min=1)[:, None]
+    loss.init_from_class_means(sums / counts)
+
+
 def build_experiment(
     config: dict[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Experiment:
@@ -151,6 +175,11 @@ def build_experiment(
         config["loss"]["name"], embedding_dim=embedding_dim, num_classes=num_classes,
         **options(config["loss"]),
     )
+    head_init = str(train_cfg.get("head_init", "auto"))
+    if head_init not in ("auto", "random", "class_means"):
+        raise ConfigError(f"train.head_init: expected 'auto', 'random' or 'class_means', got {head_init!r}")
+    if head_init == "class_means" or (head_init == "auto" and init is not None):
+        _init_head_from_class_means(model, loss, data.train)
     sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
     params = [p for p in list(model.parameters()) + list(loss.parameters()) if p.requires_grad]
     opt_cfg = config["optimizer"]
