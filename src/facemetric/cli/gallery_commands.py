@@ -1,0 +1,366 @@
+"""Gallery and clustering commands of the ``facemetric`` CLI: ``enroll``, ``identify``,
+``gallery list|remove`` and ``cluster``. Registered on :data:`facemetric.cli.main.app` (imported
+at the bottom of ``main.py``); errors are :class:`~facemetric.errors.FacemetricError` (one line,
+exit 2).
+
+Thresholds are cosine similarities of L2-normalised embeddings (the gallery's scores). A card
+with a threshold on normalised embeddings is converted exactly
+(:func:`facemetric.gallery.card_similarity_threshold`). dlib's card has a Euclidean 0.6 on *raw*
+descriptors, which has no exact cosine equivalent, so :data:`COSINE_DEFAULTS` holds a cosine
+value measured on LFW for it (see the comment there); other such cards need ``--threshold``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from facemetric.errors import FacemetricError
+
+
+def _main_app() -> typer.Typer:
+    """The CLI's app. Under ``python -m facemetric.cli.main`` that module runs as ``__main__``
+    (importing ``facemetric.cli.main`` again would make a second app that is never run)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "facemetric.cli.main":
+        return main.app  # type: ignore[union-attr]
+    from facemetric.cli.main import app as cli_app
+
+    return cli_app
+
+
+app = _main_app()
+
+#: Cosine thresholds for cards whose own threshold cannot be converted (raw descriptors).
+#: dlib-resnet-v1: measured on 79 LFW pairsDevTest pairs (every 10th of the 500 same and 500
+#: different pairs, HOG detection, no fallback; one pair had no face): raw descriptor norms
+#: 1.43 +- 0.07, so the card's Euclidean 0.6 is about cos 1 - 0.36 / (2 * 1.43^2) = 0.91.
+#: Same-person cosines 0.904..0.980, different-person 0.766..0.905. At 0.91: TAR 97.4%, FAR 0;
+#: at 0.92: TAR 92.3%, FAR 0. 1:N max-over-images search meets more impostors than one 1:1
+#: comparison, so the default is the stricter 0.92.
+COSINE_DEFAULTS = {"dlib-resnet-v1": 0.92}
+#: Edge threshold (cosine) for clustering: recall matters more (a person's photos must stay
+#: connected) and chinese whispers outvotes a few stray impostor edges, so 0.90, just below the
+#: lowest same-person cosine measured above (2.5% of the different-person pairs reach it).
+CLUSTER_DEFAULTS = {"dlib-resnet-v1": 0.90}
+
+gallery_app = typer.Typer(help="Inspect and edit a gallery.", no_args_is_help=True)
+app.add_typer(gallery_app, name="gallery")
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="pretrained name, model artifact or run directory")
+]
+GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="gallery directory")]
+FallbackOpt = Annotated[
+    bool,
+    typer.Option("--center-fallback", help="when no face is detected, align the centre of the photo instead of skipping it"),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _load(model: str, center_fallback: bool = False):
+    from facemetric.inference import load_model
+
+    embedder = load_model(model)
+    if embedder.aligner is not None and not center_fallback:
+        embedder.aligner.fallback = None
+    return embedder
+
+
+def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+    """Embed ``paths``; images with no detectable face (or unreadable) are skipped.
+
+    Returns ``(embeddings [n, D], kept paths, {skipped path: reason})``. Alignment is done one
+    image at a time (so one bad photo does not sink the batch); the chips are embedded in batches.
+    """
+    skipped: dict[Path, str] = {}
+    kept: list[Path] = []
+    inputs: list[Any] = []
+    aligner = embedder.aligner
+    for p in paths:
+        if not Path(p).is_file():
+            skipped[p] = "file not found"
+            continue
+        if aligner is None:
+            try:
+                embedder.preprocess([str(p)])
+            except (FacemetricError, OSError, ValueError) as exc:
+                skipped[p] = str(exc)
+                continue
+            inputs.append(str(p))
+        else:
+            try:
+                inputs.append(aligner([str(p)])[0])
+            except (FacemetricError, OSError, ValueError) as exc:
+                skipped[p] = "no face found" if "no face" in str(exc) else str(exc)
+                continue
+        kept.append(p)
+    if not kept:
+        return np.zeros((0, embedder.embedding_dim), np.float32), kept, skipped
+    embedder.aligner = None  # the chips are aligned already
+    try:
+        emb = embedder.embed(inputs, batch_size=batch_size)
+    finally:
+        embedder.aligner = aligner
+    return emb, kept, skipped
+
+
+def cosine_threshold(card: dict, model: str, threshold: float | None, defaults: dict[str, float]) -> tuple[float, str]:
+    """``(threshold, where it came from)``: given, else the card's converted, else a default."""
+    from facemetric.gallery import card_similarity_threshold
+
+    if threshold is not None:
+        if not -1.0 <= threshold <= 1.0:
+            raise FacemetricError(f"--threshold: expected a cosine similarity in [-1, 1], got {threshold}")
+        return float(threshold), "--threshold"
+    name = card.get("name") or model
+    for key in (name, model):
+        if key in defaults:
+            return defaults[key], f"{key} cosine default"
+    try:
+        return card_similarity_threshold(card), "model card"
+    except FacemetricError as exc:
+        raise FacemetricError(f"{exc.args[0].removeprefix('threshold: ')} (use --threshold, a cosine similarity)") from None
+
+
+def _open_gallery(path: Path):
+    from facemetric.gallery import Gallery
+
+    return Gallery.open(path)
+
+
+# --------------------------------------------------------------------------- enroll
+@app.command()
+def enroll(
+    gallery: GalleryOpt,
+    images: Annotated[list[Path] | None, typer.Argument(help="photos of --identity")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", "-i", help="name of the person in IMAGE...")] = None,
+    folder: Annotated[Path | None, typer.Option("--folder", help="identity folder ROOT/<name>/<image>: enrol every identity")] = None,
+    per_identity: Annotated[int | None, typer.Option("--per-identity", help="with --folder: only the first N images (by name) of each identity")] = None,
+    model: ModelOpt = "dlib-resnet-v1",
+    center_fallback: FallbackOpt = False,
+) -> None:
+    """Enrol photos into a gallery (created with the model's card if it does not exist).
+
+    Either ``--identity NAME IMAGE...`` or ``--folder ROOT [--per-identity N]``. Photos without
+    a detectable face are reported and skipped.
+    """
+    from facemetric.gallery import Gallery
+
+    if (identity is None) == (folder is None):
+        raise FacemetricError("enroll: give either --identity NAME IMAGE... or --folder ROOT")
+    if identity is not None and not images:
+        raise FacemetricError("enroll: --identity needs at least one IMAGE")
+    if folder is not None and images:
+        raise FacemetricError("enroll: --folder takes no IMAGE arguments")
+    if per_identity is not None and per_identity < 1:
+        raise FacemetricError(f"--per-identity: expected an integer >= 1, got {per_identity}")
+    if folder is not None:
+        from facemetric.data.folder import IdentityFolder
+
+        data = IdentityFolder(folder)
+        jobs: list[tuple[str, list[Path]]] = []
+        for label, name in enumerate(data.classes):
+            paths = [p for p, lab in data.samples if lab == label]
+            jobs.append((name, paths[:per_identity] if per_identity else paths))
+    else:
+        jobs = [(str(identity), list(images or []))]
+
+    embedder = _load(model, center_fallback)
+    if gallery.exists():
+        g = Gallery.open(gallery)
+        g.check_model(embedder.card)
+        created = False
+    else:
+        g = Gallery.create(gallery, embedder.card)
+        created = True
+    total, skipped_total = 0, 0
+    with g:
+        for name, paths in jobs:
+            emb, kept, skipped = embed_paths(embedder, paths)
+            for p, why in skipped.items():
+                typer.echo(f"skipped {p}: {why}")
+            skipped_total += len(skipped)
+            if kept:
+                ids = g.enroll(name, emb, [os.fspath(p) for p in kept], card=embedder.card)
+                total += len(ids)
+                typer.echo(f"enrolled {name}: {len(ids)} images (ids {ids[0]}..{ids[-1]})")
+            else:
+                typer.echo(f"enrolled {name}: 0 images")
+        typer.echo(
+            f"{'created' if created else 'updated'} gallery {gallery}: {total} images enrolled, "
+            f"{skipped_total} skipped; {g.num_identities} identities, {len(g)} images in all"
+        )
+
+
+# --------------------------------------------------------------------------- identify
+@app.command()
+def identify(
+    images: Annotated[list[Path], typer.Argument(help="probe photos")],
+    gallery: GalleryOpt,
+    model: ModelOpt = "dlib-resnet-v1",
+    k: Annotated[int, typer.Option("--k", help="identities to list per photo")] = 5,
+    threshold: Annotated[float | None, typer.Option(help="cosine similarity to accept the best identity (default: the model's; dlib-resnet-v1: 0.92)")] = None,
+    by: Annotated[str, typer.Option("--by", help="identity score: max or mean cosine over its images")] = "max",
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per photo")] = False,
+    center_fallback: FallbackOpt = False,
+) -> None:
+    """Who is in each photo? The top-k identities with cosine scores and the open-set decision
+    (``unknown`` when the best score is below the threshold)."""
+    from facemetric.gallery import UNKNOWN
+
+    if by not in ("max", "mean"):
+        raise FacemetricError(f"--by: expected max or mean, got {by!r}")
+    if k < 1:
+        raise FacemetricError(f"--k: expected an integer >= 1, got {k}")
+    g = _open_gallery(gallery)
+    with g:
+        embedder = _load(model, center_fallback)
+        g.check_model(embedder.card)
+        t, source = cosine_threshold(embedder.card, model, threshold, COSINE_DEFAULTS)
+        emb, kept, skipped = embed_paths(embedder, list(images))
+        results = dict.fromkeys(images)
+        if kept and len(g) > 0:
+            for p, matches in zip(kept, g.search(emb, k=k, by=by, card=embedder.card), strict=True):
+                results[p] = matches
+        for p in images:
+            matches = results[p]
+            if p in skipped:
+                row = {"image": str(p), "identity": None, "known": False, "error": skipped[p], "matches": []}
+            else:
+                matches = matches or []
+                best = matches[0] if matches else None
+                known = best is not None and best.score >= t
+                row = {
+                    "image": str(p),
+                    "identity": best.identity if known else UNKNOWN,
+                    "known": known,
+                    "score": None if best is None else best.score,
+                    "matches": [{"identity": m.identity, "score": m.score} for m in matches],
+                }
+            row["threshold"] = t
+            if as_json:
+                typer.echo(json.dumps(row))
+                continue
+            if "error" in row:
+                typer.echo(f"{p}: skipped ({row['error']})")
+                continue
+            score = "" if row["score"] is None else f" (score {row['score']:.4f}, threshold {t:.4f})"
+            typer.echo(f"{p}: {row['identity']}{score}")
+            for rank, m in enumerate(row["matches"], 1):
+                typer.echo(f"  {rank}. {m['identity']:<30} {m['score']:.4f}")
+        if not as_json:
+            typer.echo(f"threshold {t:.4f} ({source}), by {by}")
+
+
+# --------------------------------------------------------------------------- gallery list / remove
+@gallery_app.command("list")
+def gallery_list(gallery: GalleryOpt) -> None:
+    """Identities with their image counts."""
+    from facemetric.gallery.model import model_label
+
+    with _open_gallery(gallery) as g:
+        records = g.identities()
+        typer.echo(f"gallery {gallery}: model {model_label(g.card)}, {len(records)} identities, {len(g)} images")
+        for r in records:
+            typer.echo(f"{r.name}\t{r.num_images}")
+
+
+@gallery_app.command("remove")
+def gallery_remove(
+    gallery: GalleryOpt,
+    identity: Annotated[str | None, typer.Option("--identity", "-i", help="remove this identity and its images")] = None,
+    image: Annotated[list[int] | None, typer.Option("--image", help="remove the image with this id (repeatable)")] = None,
+) -> None:
+    """Remove an identity (``--identity``) or images by id (``--image``)."""
+    if (identity is None) == (not image):
+        raise FacemetricError("gallery remove: give either --identity NAME or --image ID")
+    with _open_gallery(gallery) as g:
+        if identity is not None:
+            if identity not in {r.name for r in g.identities()}:
+                raise FacemetricError(f"gallery {gallery}: no identity {identity!r}")
+            n = g.remove_identity(identity)
+            typer.echo(f"removed {identity} ({n} images)")
+        else:
+            n = g.remove_images(list(image or []))
+            typer.echo(f"removed {n} images")
+
+
+# --------------------------------------------------------------------------- cluster
+def _find_images(folder: Path) -> list[Path]:
+    from facemetric.data.image_io import IMAGE_EXTENSIONS
+
+    exts = {e.lower() for e in IMAGE_EXTENSIONS}
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in exts and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+@app.command()
+def cluster(
+    folder: Annotated[Path, typer.Argument(help="folder of photos (searched recursively)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (clusters.csv, index.html, thumbs/)")],
+    model: ModelOpt = "dlib-resnet-v1",
+    method: Annotated[str, typer.Option(help="chinese-whispers, components or agglomerative")] = "chinese-whispers",
+    threshold: Annotated[float | None, typer.Option(help="cosine similarity an edge needs (default: the model's; dlib-resnet-v1: 0.90)")] = None,
+    k: Annotated[int, typer.Option("--k", help="neighbours per photo in the k-NN graph")] = 20,
+    center_fallback: FallbackOpt = False,
+) -> None:
+    """Group the photos of FOLDER by person; writes clusters.csv and an HTML page of thumbnails.
+
+    When FOLDER is an identity folder (``FOLDER/<name>/<image>``, every photo one level deep)
+    the clusters are also scored against the folder names (metrics.json and the page)."""
+    import csv
+
+    from facemetric.cluster import cluster_embeddings, clustering_metrics
+    from facemetric.report.cluster_html import write_cluster_report
+
+    if not folder.is_dir():
+        raise FacemetricError(f"{folder}: folder not found")
+    paths = _find_images(folder)
+    if not paths:
+        raise FacemetricError(f"{folder}: no images found")
+    embedder = _load(model, center_fallback)
+    t, source = cosine_threshold(embedder.card, model, threshold, CLUSTER_DEFAULTS)
+    emb, kept, skipped = embed_paths(embedder, paths)
+    for p, why in skipped.items():
+        typer.echo(f"skipped {p}: {why}")
+    if not kept:
+        raise FacemetricError(f"{folder}: no face found in any of {len(paths)} images")
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = cluster_embeddings(e, method=method, threshold=t, k=min(k, len(kept)))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "clusters.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "cluster"])
+        for p, c in zip(kept, labels.tolist(), strict=True):
+            w.writerow([os.fspath(p), c])
+    metrics = None
+    rel = [p.relative_to(folder) for p in kept]
+    if all(len(r.parts) == 2 for r in rel):
+        truth = [r.parts[0] for r in rel]
+        metrics = clustering_metrics(truth, labels)
+        metrics.update(method=method, threshold=t, k=k, skipped=len(skipped))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_cluster_report(out, kept, labels, folder=folder, metrics=metrics,
+                         title=f"Clusters of {folder}", settings=f"{model}, {method}, threshold {t:.3f} ({source}), k {k}")
+    sizes = np.bincount(labels)
+    typer.echo(
+        f"{len(kept)} photos -> {sizes.size} clusters ({int((sizes == 1).sum())} singletons; largest "
+        f"{', '.join(str(s) for s in sorted(sizes, reverse=True)[:5])}); {len(skipped)} skipped; "
+        f"threshold {t:.3f} ({source})"
+    )
+    if metrics is not None:
+        typer.echo(
+            f"vs folder labels: pairwise F {metrics['pairwise_f1']:.4f}, BCubed F "
+            f"{metrics['bcubed_f1']:.4f}, NMI {metrics['nmi']:.4f}"
+        )
+    typer.echo(f"report: {out / 'index.html'}")
