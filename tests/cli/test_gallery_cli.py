@@ -61,7 +61,7 @@ def test_enroll_identify_list_remove(faces, tmp_path, capsys):
     gallery = tmp_path / "people.gallery"
     code, out, err = cli(capsys, "enroll", "--gallery", gallery, "--folder", faces, "--per-identity", 2)
     assert code == 0, err
-    assert "created gallery" in out and "8 images enrolled, 0 skipped; 4 identities, 8 images in all" in out
+    assert "created gallery" in out and "8 images of 4 identities enrolled, 0 skipped; 4 identities, 8 images in all" in out
 
     # a photo without a face is reported, skipped and counted (no crash)
     grey = tmp_path / "grey.jpg"
@@ -69,7 +69,7 @@ def test_enroll_identify_list_remove(faces, tmp_path, capsys):
     third = sorted((faces / PEOPLE[0]).iterdir())[2]
     code, out, err = cli(capsys, "enroll", "--gallery", gallery, "--identity", PEOPLE[0], third, grey)
     assert code == 0, err
-    assert f"skipped {grey}: no face found" in out and "1 images enrolled, 1 skipped" in out
+    assert f"skipped {grey}: no face found" in out and "1 images of 1 identities enrolled, 1 skipped" in out
     assert "updated gallery" in out
 
     probes = [sorted((faces / p).iterdir())[2] for p in PEOPLE[1:]]

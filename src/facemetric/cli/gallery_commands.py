@@ -74,42 +74,15 @@ def _load(model: str, center_fallback: bool = False):
     return embedder
 
 
-def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
-    """Embed ``paths``; images with no detectable face (or unreadable) are skipped.
+def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32, quiet: bool = False) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+    """Embed ``paths`` (:func:`facemetric.inference.batch.embed_files`); photos with no
+    detectable face, unreadable or missing ones are skipped. Returns ``(embeddings [n, D],
+    kept paths, {skipped path: reason})``."""
+    from facemetric.inference.batch import embed_files
 
-    Returns ``(embeddings [n, D], kept paths, {skipped path: reason})``. Alignment is done one
-    image at a time (so one bad photo does not sink the batch); the chips are embedded in batches.
-    """
-    skipped: dict[Path, str] = {}
-    kept: list[Path] = []
-    inputs: list[Any] = []
-    aligner = embedder.aligner
-    for p in paths:
-        if not Path(p).is_file():
-            skipped[p] = "file not found"
-            continue
-        if aligner is None:
-            try:
-                embedder.preprocess([str(p)])
-            except (FacemetricError, OSError, ValueError) as exc:
-                skipped[p] = str(exc)
-                continue
-            inputs.append(str(p))
-        else:
-            try:
-                inputs.append(aligner([str(p)])[0])
-            except (FacemetricError, OSError, ValueError) as exc:
-                skipped[p] = "no face found" if "no face" in str(exc) else str(exc)
-                continue
-        kept.append(p)
-    if not kept:
-        return np.zeros((0, embedder.embedding_dim), np.float32), kept, skipped
-    embedder.aligner = None  # the chips are aligned already
-    try:
-        emb = embedder.embed(inputs, batch_size=batch_size)
-    finally:
-        embedder.aligner = aligner
-    return emb, kept, skipped
+    r = embed_files(embedder, paths, batch_size=batch_size, progress=not quiet)
+    by_name = {os.fspath(p): Path(p) for p in paths}
+    return r.embeddings, [by_name[k] for k in r.kept], {by_name[k]: why for k, why in r.skipped.items()}
 
 
 def cosine_threshold(card: dict, model: str, threshold: float | None, defaults: dict[str, float]) -> tuple[float, str]:
@@ -144,13 +117,18 @@ def enroll(
     identity: Annotated[str | None, typer.Option("--identity", "-i", help="name of the person in IMAGE...")] = None,
     folder: Annotated[Path | None, typer.Option("--folder", help="identity folder ROOT/<name>/<image>: enrol every identity")] = None,
     per_identity: Annotated[int | None, typer.Option("--per-identity", help="with --folder: only the first N images (by name) of each identity")] = None,
+    min_images: Annotated[int, typer.Option("--min-images", help="with --folder: only identities with at least N images")] = 1,
+    people: Annotated[Path | None, typer.Option("--people", help="with --folder: only the people of this LFW people file")] = None,
     model: ModelOpt = "dlib-resnet-v1",
     center_fallback: FallbackOpt = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Enrol photos into a gallery (created with the model's card if it does not exist).
 
-    Either ``--identity NAME IMAGE...`` or ``--folder ROOT [--per-identity N]``. Photos without
-    a detectable face are reported and skipped.
+    Either ``--identity NAME IMAGE...`` or ``--folder ROOT [--min-images N] [--people FILE]
+    [--per-identity N]``. Photos without a detectable face are reported and skipped. All the
+    photos of one command are committed together: an interrupted enrolment leaves the gallery
+    as it was before.
     """
     from facemetric.gallery import Gallery
 
@@ -162,16 +140,24 @@ def enroll(
         raise FacemetricError("enroll: --folder takes no IMAGE arguments")
     if per_identity is not None and per_identity < 1:
         raise FacemetricError(f"--per-identity: expected an integer >= 1, got {per_identity}")
+    if folder is None and (min_images != 1 or people is not None or per_identity is not None):
+        raise FacemetricError("enroll: --min-images, --people and --per-identity go with --folder")
+    names: list[str] = []
+    paths: list[Path] = []
     if folder is not None:
         from facemetric.data.folder import IdentityFolder
 
-        data = IdentityFolder(folder)
-        jobs: list[tuple[str, list[Path]]] = []
+        if people is not None and not people.is_file() and (folder / people).is_file():
+            people = folder / people
+        data = IdentityFolder(folder, min_images=min_images, identities=people)
         for label, name in enumerate(data.classes):
-            paths = [p for p, lab in data.samples if lab == label]
-            jobs.append((name, paths[:per_identity] if per_identity else paths))
+            own = [p for p, lab in data.samples if lab == label]
+            own = own[:per_identity] if per_identity else own
+            paths += own
+            names += [name] * len(own)
     else:
-        jobs = [(str(identity), list(images or []))]
+        paths = list(images or [])
+        names = [str(identity)] * len(paths)
 
     embedder = _load(model, center_fallback)
     if gallery.exists():
@@ -181,22 +167,24 @@ def enroll(
     else:
         g = Gallery.create(gallery, embedder.card)
         created = True
-    total, skipped_total = 0, 0
     with g:
-        for name, paths in jobs:
-            emb, kept, skipped = embed_paths(embedder, paths)
-            for p, why in skipped.items():
-                typer.echo(f"skipped {p}: {why}")
-            skipped_total += len(skipped)
-            if kept:
-                ids = g.enroll(name, emb, [os.fspath(p) for p in kept], card=embedder.card)
-                total += len(ids)
-                typer.echo(f"enrolled {name}: {len(ids)} images (ids {ids[0]}..{ids[-1]})")
-            else:
-                typer.echo(f"enrolled {name}: 0 images")
+        emb, kept, skipped = embed_paths(embedder, paths, quiet=quiet)
+        for p, why in skipped.items():
+            typer.echo(f"skipped {p}: {why}")
+        name_of = dict(zip(paths, names, strict=True))
+        kept_names = [name_of[p] for p in kept]
+        if kept:
+            g.enroll_many(kept_names, emb, [os.fspath(p) for p in kept], card=embedder.card)
+        counts: dict[str, int] = {}
+        for n in kept_names:
+            counts[n] = counts.get(n, 0) + 1
+        if len(set(names)) <= 20:
+            for n in dict.fromkeys(names):
+                typer.echo(f"enrolled {n}: {counts.get(n, 0)} images")
         typer.echo(
-            f"{'created' if created else 'updated'} gallery {gallery}: {total} images enrolled, "
-            f"{skipped_total} skipped; {g.num_identities} identities, {len(g)} images in all"
+            f"{'created' if created else 'updated'} gallery {gallery}: {len(kept)} images of "
+            f"{len(counts)} identities enrolled, {len(skipped)} skipped; {g.num_identities} "
+            f"identities, {len(g)} images in all"
         )
 
 
@@ -306,35 +294,68 @@ def _find_images(folder: Path) -> list[Path]:
 
 @app.command()
 def cluster(
-    folder: Annotated[Path, typer.Argument(help="folder of photos (searched recursively)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (clusters.csv, index.html, thumbs/)")],
+    folder: Annotated[Path | None, typer.Argument(help="folder of photos (searched recursively); optional with --embeddings")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory (clusters.csv, index.html, thumbs/)")] = Path("clusters"),
     model: ModelOpt = "dlib-resnet-v1",
+    embeddings: Annotated[Path | None, typer.Option("--embeddings", "-e", help="cluster the photos of this file from facemetric embed (no model run)")] = None,
     method: Annotated[str, typer.Option(help="chinese-whispers, components or agglomerative")] = "chinese-whispers",
     threshold: Annotated[float | None, typer.Option(help="cosine similarity an edge needs (default: the model's; dlib-resnet-v1: 0.90)")] = None,
     k: Annotated[int, typer.Option("--k", help="neighbours per photo in the k-NN graph")] = 20,
+    min_images: Annotated[int, typer.Option("--min-images", help="identity folder: only identities with at least N photos")] = 1,
+    people: Annotated[Path | None, typer.Option("--people", help="identity folder: only the people of this LFW people file")] = None,
+    thumbnails: Annotated[bool, typer.Option(help="write the HTML page of thumbnails")] = True,
     center_fallback: FallbackOpt = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
-    """Group the photos of FOLDER by person; writes clusters.csv and an HTML page of thumbnails.
+    """Group photos by person; writes clusters.csv and an HTML page of thumbnails (index.html).
 
-    When FOLDER is an identity folder (``FOLDER/<name>/<image>``, every photo one level deep)
-    the clusters are also scored against the folder names (metrics.json and the page)."""
+    FOLDER is searched recursively. When it is an identity folder (``FOLDER/<name>/<image>``,
+    every photo one level deep) the clusters are also scored against the folder names
+    (metrics.json and the page); ``--min-images`` / ``--people`` then pick identities.
+    ``--embeddings FILE`` clusters the photos of a ``facemetric embed`` file instead, scored
+    against its identities."""
     import csv
 
     from facemetric.cluster import cluster_embeddings, clustering_metrics
     from facemetric.report.cluster_html import write_cluster_report
 
-    if not folder.is_dir():
-        raise FacemetricError(f"{folder}: folder not found")
-    paths = _find_images(folder)
-    if not paths:
-        raise FacemetricError(f"{folder}: no images found")
-    embedder = _load(model, center_fallback)
-    t, source = cosine_threshold(embedder.card, model, threshold, CLUSTER_DEFAULTS)
-    emb, kept, skipped = embed_paths(embedder, paths)
-    for p, why in skipped.items():
-        typer.echo(f"skipped {p}: {why}")
-    if not kept:
-        raise FacemetricError(f"{folder}: no face found in any of {len(paths)} images")
+    truth: list[str] | None = None
+    if embeddings is not None:
+        from facemetric.eval.embedding_set import EmbeddingSet
+
+        s = EmbeddingSet.load(embeddings)
+        if len(s) == 0:
+            raise FacemetricError(f"{embeddings}: holds no embeddings")
+        kept = [Path(p) for p in s.paths.tolist()]
+        skipped: dict[Path, str] = {Path(p): why for p, why in (s.meta.get("skipped") or {}).items()}
+        emb, truth, card, source_name = s.embeddings, s.identities.tolist(), s.card, str(s.meta.get("model"))
+        folder = folder or (Path(s.meta["data"]) if s.meta.get("data") else None)
+    else:
+        if folder is None:
+            raise FacemetricError("cluster: give a FOLDER of photos or --embeddings FILE")
+        if not folder.is_dir():
+            raise FacemetricError(f"{folder}: folder not found")
+        if min_images != 1 or people is not None:
+            from facemetric.data.folder import IdentityFolder
+
+            if people is not None and not people.is_file() and (folder / people).is_file():
+                people = folder / people
+            paths = list(IdentityFolder(folder, min_images=min_images, identities=people).paths)
+        else:
+            paths = _find_images(folder)
+        if not paths:
+            raise FacemetricError(f"{folder}: no images found")
+        embedder = _load(model, center_fallback)
+        card, source_name = embedder.card, model
+        emb, kept, skipped = embed_paths(embedder, paths, quiet=quiet)
+        for p, why in skipped.items():
+            typer.echo(f"skipped {p}: {why}")
+        if not kept:
+            raise FacemetricError(f"{folder}: no face found in any of {len(paths)} images")
+        rel = [p.relative_to(folder) for p in kept]
+        if all(len(r.parts) == 2 for r in rel):
+            truth = [r.parts[0] for r in rel]
+    t, source = cosine_threshold(card, source_name, threshold, CLUSTER_DEFAULTS)
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     labels = cluster_embeddings(e, method=method, threshold=t, k=min(k, len(kept)))
     out.mkdir(parents=True, exist_ok=True)
@@ -344,14 +365,14 @@ def cluster(
         for p, c in zip(kept, labels.tolist(), strict=True):
             w.writerow([os.fspath(p), c])
     metrics = None
-    rel = [p.relative_to(folder) for p in kept]
-    if all(len(r.parts) == 2 for r in rel):
-        truth = [r.parts[0] for r in rel]
+    if truth is not None:
         metrics = clustering_metrics(truth, labels)
         metrics.update(method=method, threshold=t, k=k, skipped=len(skipped))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    write_cluster_report(out, kept, labels, folder=folder, metrics=metrics,
-                         title=f"Clusters of {folder}", settings=f"{model}, {method}, threshold {t:.3f} ({source}), k {k}")
+    if thumbnails:
+        write_cluster_report(out, kept, labels, folder=folder, metrics=metrics,
+                             title=f"Clusters of {folder if folder is not None else embeddings}",
+                             settings=f"{source_name}, {method}, threshold {t:.3f} ({source}), k {k}")
     sizes = np.bincount(labels)
     typer.echo(
         f"{len(kept)} photos -> {sizes.size} clusters ({int((sizes == 1).sum())} singletons; largest "
@@ -363,4 +384,4 @@ def cluster(
             f"vs folder labels: pairwise F {metrics['pairwise_f1']:.4f}, BCubed F "
             f"{metrics['bcubed_f1']:.4f}, NMI {metrics['nmi']:.4f}"
         )
-    typer.echo(f"report: {out / 'index.html'}")
+    typer.echo(f"report: {out / 'index.html'}" if thumbnails else f"clusters: {out / 'clusters.csv'}")

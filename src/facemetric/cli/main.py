@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         raise
 
 
-from facemetric.cli import gallery_commands  # noqa: E402,F401
+from facemetric.cli import embedding_commands, gallery_commands  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -233,10 +233,83 @@ def gallery_probe_split(
     return GalleryProbeSplit(gallery, probes, enrolled[inv[probes]])
 
 
+def identification_report(
+    embeddings: Any,
+    n_enrol: int = 1,
+    impostor_fraction: float = 0.0,
+    seed: int = 0,
+    repeats: int = 1,
+    by: str = "max",
+    ranks: Sequence[int] = (1, 5, 10),
+    far_levels: Sequence[float] = FAR_LEVELS,
+    max_rank: int = 50,
+) -> dict[str, Any]:
+    """Identification on a labelled :class:`~facemetric.eval.embedding_set.EmbeddingSet`:
+    :func:`gallery_probe_split` (``n_enrol``, ``impostor_fraction``) then
+    :func:`evaluate_identification` on cosine scores of the L2-normalised embeddings.
+
+    With ``repeats > 1`` the split is drawn with seeds ``seed .. seed + repeats - 1`` (useful
+    on small sets such as ORL) and every metric is the mean over the draws, with ``<key>_std``
+    beside it and the draws under ``runs``. Keys: those of :func:`evaluate_identification`
+    (``rank_<r>``, ``cmc`` up to ``max_rank``, ``dir_at_far``, ...) plus ``protocol``
+    (the split's settings and sizes) and ``data`` (the set's summary).
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise FacemetricError(f"repeats: expected an integer >= 1, got {repeats!r}")
+    unit = embeddings.unit()
+    ids = embeddings.identities
+    runs = []
+    for r in range(int(repeats)):
+        split = gallery_probe_split(ids, seed=seed + r, n_enrol=n_enrol, impostor_fraction=impostor_fraction)
+        res = evaluate_identification(
+            unit[split.gallery], ids[split.gallery], unit[split.probes], ids[split.probes],
+            by=by, ranks=ranks, far_levels=far_levels, max_rank=max_rank,
+        )
+        res["seed"] = seed + r
+        runs.append(res)
+    out: dict[str, Any] = dict(runs[0]) if repeats == 1 else _mean_of_runs(runs, ranks)
+    out.pop("seed", None)
+    out["protocol"] = {
+        "n_enrol": int(n_enrol),
+        "impostor_fraction": float(impostor_fraction),
+        "seed": int(seed),
+        "repeats": int(repeats),
+        "by": by,
+        "score": "cosine similarity of L2-normalised embeddings",
+        "enrolled_identities": runs[0]["num_identities"],
+        "gallery_images": runs[0]["num_gallery"],
+        "mated_probes": runs[0]["num_mated"],
+        "non_mated_probes": runs[0]["num_non_mated"],
+    }
+    out["data"] = embeddings.summary()
+    if repeats > 1:
+        out["runs"] = runs
+    return out
+
+
+def _mean_of_runs(runs: list[dict[str, Any]], ranks: Sequence[int]) -> dict[str, Any]:
+    """Mean (and ``_std``) over split draws of the scalar and per-FAR metrics; CMC averaged."""
+    out: dict[str, Any] = dict(runs[0])
+    for k in ranks:
+        v = np.array([r[f"rank_{k}"] for r in runs])
+        out[f"rank_{k}"], out[f"rank_{k}_std"] = float(v.mean()), float(v.std())
+    length = min(len(r["cmc"]) for r in runs)
+    out["cmc"] = np.mean([r["cmc"][:length] for r in runs], axis=0).tolist()
+    for key in ("dir_at_far", "far_at_threshold", "threshold_at_far"):
+        levels = set.intersection(*(set(r[key]) for r in runs))
+        out[key] = {lv: float(np.mean([r[key][lv] for r in runs])) for lv in sorted(levels)}
+        if key == "dir_at_far":
+            out["dir_at_far_std"] = {lv: float(np.std([r[key][lv] for r in runs])) for lv in sorted(levels)}
+    for key in ("num_mated", "num_non_mated", "num_identities", "num_gallery"):
+        out[key] = float(np.mean([r[key] for r in runs]))
+    return out
+
+
 __all__ = [
     "FAR_LEVELS",
     "GalleryProbeSplit",
     "evaluate_identification",
     "gallery_probe_split",
+    "identification_report",
     "identification_scores",
 ]

@@ -107,3 +107,21 @@ def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") ->
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def cmc_plot(curves: dict[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> None:
+    """Cumulative match characteristic curves ``{label: [CMC(1), CMC(2), ...]}`` (rank on a
+    log axis)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.0), dpi=110)
+    for label, cmc in curves.items():
+        cmc = np.asarray(cmc, dtype=float)
+        ax.plot(np.arange(1, cmc.size + 1), cmc, label=label, lw=1.2, marker="." if cmc.size <= 20 else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,121 @@
+"""Embed many photo files, one bad photo at a time: ``embed_files(embedder, paths)``.
+
+Each file is decoded (and, when the card has an alignment step, detected and aligned) on its
+own, so an unreadable photo or one without a face is *skipped with its reason* instead of
+failing the batch; the decoded inputs are then embedded in batches through
+:meth:`facemetric.inference.FaceEmbedder.embed_tensor` -- exactly the preprocessing of
+:meth:`~facemetric.inference.FaceEmbedder.embed` (same decode, crop, resize, colour order,
+normalisation, flip rule and L2 normalisation), decoding every file once. A rich progress bar
+counts the files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facemetric.errors import FacemetricError
+
+
+@dataclass
+class EmbeddedFiles:
+    """The result of :func:`embed_files`: ``embeddings [n_kept, D]`` (float32, as the card
+    says: L2-normalised unless ``normalize_embeddings: false``), ``kept`` (the embedded
+    paths, in input order), ``skipped`` (``{path: reason}``), ``norms`` (pre-normalisation
+    feature norms ``[n_kept]``) and ``alignment`` (the aligner's counts, or None)."""
+
+    embeddings: np.ndarray
+    kept: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    norms: np.ndarray | None = None
+    alignment: dict[str, int] | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return "no face found" if text.startswith("no face found") else text
+
+
+def embed_files(
+    embedder: Any,
+    paths: Sequence[str | os.PathLike],
+    *,
+    flip: bool = False,
+    batch_size: int = 64,
+    skip_failures: bool = True,
+    progress: bool = True,
+    description: str = "embedding",
+) -> EmbeddedFiles:
+    """Embeddings of the photo files ``paths`` (see the module docstring).
+
+    ``skip_failures=False`` raises the first failure as a one-line
+    :class:`~facemetric.errors.FacemetricError` naming the file instead. Missing files are
+    skipped with ``"file not found"``.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from facemetric.data.transforms import decode_and_resize, to_tensor
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise FacemetricError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    prep = embedder.preprocessing
+    aligner = getattr(embedder, "aligner", None)
+    kept: list[str] = []
+    skipped: dict[str, str] = {}
+    chunks: list[torch.Tensor] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            x = to_tensor(np.stack(pending), prep)
+            chunks.append(embedder.embed_tensor(x, flip, normalize=False))
+            pending.clear()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(paths))
+        for p in paths:
+            name = os.fspath(p)
+            try:
+                if not Path(name).is_file():
+                    raise FacemetricError(f"{name}: file not found")
+                source: Any = aligner([name])[0] if aligner is not None else name
+                pending.append(decode_and_resize(source, prep))
+            except (FacemetricError, OSError, ValueError) as exc:
+                if not skip_failures:
+                    msg = str(exc)
+                    raise FacemetricError(msg if name in msg else f"{name}: {msg}") from None
+                skipped[name] = "file not found" if not Path(name).is_file() else _reason(exc)
+            else:
+                kept.append(name)
+                if len(pending) == batch_size:
+                    flush()
+            bar.advance(task)
+        flush()
+    dim = int(embedder.embedding_dim)
+    raw = torch.cat(chunks) if chunks else torch.zeros((0, dim))
+    norms = raw.double().norm(dim=1).numpy()
+    if embedder.normalize_embeddings:
+        raw = torch.nn.functional.normalize(raw, dim=1)
+    return EmbeddedFiles(
+        embeddings=raw.numpy().astype(np.float32, copy=False),
+        kept=kept,
+        skipped=skipped,
+        norms=norms,
+        alignment=None if aligner is None else dict(aligner.counts),
+    )
+
+
+__all__ = ["EmbeddedFiles", "embed_files"]

@@ -1,0 +1,151 @@
+"""``facemetric embed / identification / cluster --embeddings / enroll / identify`` on a
+synthetic identity folder with a tiny model artifact (no dlib, no real faces needed), and a
+real SIGKILL of ``facemetric enroll`` at many moments: the gallery is always as before or as
+after the whole enrolment."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facemetric.gallery import Gallery
+from tests.toy_faces import make_toy_folder, make_toy_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    return make_toy_model(root / "model"), make_toy_folder(root / "faces")
+
+
+def cli(capsys, *args):
+    from facemetric.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_embed_then_identification_and_cluster(toy, tmp_path, capsys):
+    model, folder = toy
+    emb = tmp_path / "emb.npz"
+    code, out, err = cli(capsys, "embed", "--model", model, "--data", folder, "--out", emb, "--quiet")
+    assert code == 0, err
+    assert out.strip() == f"20 photos of 7 identities embedded (8-D, 0 skipped) -> {emb}"
+
+    report = tmp_path / "ident.json"
+    code, out, err = cli(capsys, "identification", "-e", emb, "--out", report, "--seed", 1)
+    assert code == 0, err
+    assert out.splitlines()[0] == "5 identities enrolled (5 photos), 13 mated and 2 non-mated probes; by max"
+    assert "DIR@FAR skipped at 1e-03, 1e-02, 1e-01: too few non-mated probes" in out
+    r = json.loads(report.read_text())
+    assert r["embeddings"] == str(emb) and r["protocol"]["seed"] == 1 and len(r["cmc"]) == 5
+    assert r["cmc"][-1] == 1.0 and 0.0 <= r["rank_1"] <= r["rank_5"] <= 1.0
+    assert report.with_name("ident-cmc.png").stat().st_size > 0
+
+    # the same numbers straight from the model (one command, no file in between)
+    code, out2, err = cli(capsys, "identification", "--model", model, "--data", folder, "--seed", 1, "--quiet")
+    assert code == 0, err
+    assert out2.splitlines()[:2] == out.splitlines()[:2]
+
+    clusters = tmp_path / "clusters"
+    code, out, err = cli(capsys, "cluster", "-e", emb, "--out", clusters, "--threshold", 0.9)
+    assert code == 0, err
+    with open(clusters / "clusters.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 20
+    metrics = json.loads((clusters / "metrics.json").read_text())
+    assert metrics["num_classes"] == 7 and metrics["threshold"] == 0.9
+    page = (clusters / "index.html").read_text()
+    assert page.count("<figure>") == 20 and "anna/00.png" in page
+
+
+def test_enroll_identify_with_any_artifact(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "toy.gallery"
+    code, out, err = cli(capsys, "enroll", "-g", g, "--folder", folder, "--min-images", 3,
+                         "--per-identity", 2, "--model", model, "--quiet")
+    assert code == 0, err
+    assert "8 images of 4 identities enrolled, 0 skipped; 4 identities, 8 images in all" in out
+    probe = folder / "bert" / "04.png"
+    code, out, err = cli(capsys, "identify", "-g", g, probe, "--model", model, "--json", "--threshold", 0.5)
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["matches"][0]["identity"] == row["identity"] == "bert"
+
+
+def test_one_line_errors(toy, tmp_path, capsys):
+    model, folder = toy
+    code, _, err = cli(capsys, "identification", "-e", tmp_path / "none.npz")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'none.npz'}: embeddings file not found"
+    code, _, err = cli(capsys, "identification", "-e", tmp_path / "x.npz", "--model", model, "--data", folder)
+    assert code == 2 and "either --embeddings FILE or --model with --data" in err
+    code, _, err = cli(capsys, "identification")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "identification", "--model", model, "--data", folder, "--by", "median")
+    assert code == 2 and err.strip() == "error: --by: expected max or mean, got 'median'"
+    code, _, err = cli(capsys, "embed", "--model", model, "--data", tmp_path / "nowhere")
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'nowhere'}: dataset folder not found"
+    code, _, err = cli(capsys, "cluster", "--out", tmp_path / "c")
+    assert code == 2 and err.strip() == "error: cluster: give a FOLDER of photos or --embeddings FILE"
+    code, _, err = cli(capsys, "enroll", "-g", tmp_path / "g", "--identity", "x", folder / "anna" / "00.png",
+                       "--min-images", 2, "--model", model)
+    assert code == 2 and "go with --folder" in err
+
+
+def _state(path: Path) -> dict[str, int]:
+    with Gallery.open(path, index="exact") as g:
+        return {r.name: r.num_images for r in g.identities()}
+
+
+def test_sigkill_during_enrolment_loses_nothing(toy, tmp_path):
+    """Kill ``facemetric enroll --folder`` (a separate process, SIGKILL) at increasing delays:
+    after every kill a fresh open shows the gallery exactly as before the command or with the
+    whole folder; then an uninterrupted run completes it."""
+    model, _ = toy
+    folder = make_toy_folder(tmp_path / "many", counts={f"p{i:02d}": 12 for i in range(25)}, seed=5)
+    g = tmp_path / "kill.gallery"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    cmd = [sys.executable, "-m", "facemetric.cli.main", "enroll", "-g", str(g), "--model", str(model), "--quiet"]
+    subprocess.run([*cmd, "--identity", "first", str(folder / "p00" / "00.png")], check=True, env=env,
+                   capture_output=True)
+    before = {"first": 1}
+    after = {"first": 1, **{f"p{i:02d}": 12 for i in range(25)}}
+    assert _state(g) == before
+    killed, finished = 0, False
+    for delay in np.linspace(0.3, 6.0, 12):
+        proc = subprocess.Popen([*cmd, "--folder", str(folder)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(float(delay))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed += 1
+            assert _state(g) in (before, after), f"inconsistent gallery after a kill at {delay:.2f} s"
+            if _state(g) == after:
+                finished = True
+                break
+        else:
+            assert proc.returncode == 0
+            finished = True
+            break
+    assert killed >= 1, "no run was interrupted: the kill test proved nothing"
+    if not finished:
+        subprocess.run([*cmd, "--folder", str(folder)], check=True, env=env, capture_output=True)
+    assert _state(g) == after

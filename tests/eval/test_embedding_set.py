@@ -1,0 +1,82 @@
+"""EmbeddingSet: embedding an identity folder with filters, atomic save/load round trip, model
+check; identification_report on it equals the metrics computed by hand on the same split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import facemetric
+from facemetric.errors import DataError, FacemetricError
+from facemetric.eval.embedding_set import EmbeddingSet, embed_identity_folder
+from facemetric.eval.identification import (
+    evaluate_identification,
+    gallery_probe_split,
+    identification_report,
+)
+from tests.toy_faces import make_toy_folder, make_toy_model
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    return make_toy_model(root / "model"), make_toy_folder(root / "faces")
+
+
+def test_embeds_the_folder_with_filters(toy):
+    model, folder = toy
+    s = embed_identity_folder(model, folder, progress=False)
+    assert len(s) == 20 and s.num_identities == 7 and s.dim == 8
+    embedder = facemetric.load_model(model)
+    np.testing.assert_allclose(s.embeddings, embedder.embed(list(s.paths)), atol=1e-6)
+    assert [p.split("/")[-2] for p in s.paths] == s.identities.tolist()
+    assert s.summary()["identities_with_2_or_more"] == 5
+
+    two = embed_identity_folder(model, folder, min_images=3, per_identity=2, progress=False)
+    assert two.identities.tolist() == ["anna", "anna", "bert", "bert", "carl", "carl", "dora", "dora"]
+    assert [p.rsplit("/", 1)[1] for p in two.paths] == ["00.png", "01.png"] * 4
+    some = embed_identity_folder(model, folder, people=["bert", "gina"], progress=False)
+    assert sorted(set(some.identities.tolist())) == ["bert", "gina"] and len(some) == 6
+
+
+def test_save_load_round_trip_and_model_check(toy, tmp_path):
+    model, folder = toy
+    out = tmp_path / "sub" / "emb.npz"
+    s = embed_identity_folder(model, folder, flip=True, out=out, progress=False)
+    assert out.is_file() and not [p for p in out.parent.iterdir() if p.name != "emb.npz"]  # no temp file
+    t = EmbeddingSet.load(out)
+    assert np.array_equal(t.embeddings, s.embeddings) and np.array_equal(t.norms, s.norms)
+    assert t.identities.tolist() == s.identities.tolist() and t.paths.tolist() == s.paths.tolist()
+    assert t.meta["flip"] is True and t.meta["fingerprint"] == s.meta["fingerprint"]
+    t.check_model(facemetric.load_model(model).card)
+    other = make_toy_model(tmp_path / "other", name="other-toy", seed=1)
+    with pytest.raises(FacemetricError, match="made by model toy-lenets"):
+        t.check_model(facemetric.load_model(other).card)
+
+    with pytest.raises(DataError, match="not found"):
+        EmbeddingSet.load(tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a facemetric embeddings file"):
+        EmbeddingSet.load(bad)
+
+
+def test_identification_report_equals_the_split_by_hand(toy):
+    model, folder = toy
+    s = embed_identity_folder(model, folder, progress=False)
+    r = identification_report(s, n_enrol=1, seed=3, ranks=(1, 2))
+    split = gallery_probe_split(s.identities, seed=3, n_enrol=1)
+    u = s.embeddings / np.linalg.norm(s.embeddings, axis=1, keepdims=True)
+    direct = evaluate_identification(u[split.gallery], s.identities[split.gallery], u[split.probes],
+                                     s.identities[split.probes], ranks=(1, 2), max_rank=50)
+    for key in ("rank_1", "rank_2", "cmc", "num_mated", "num_non_mated"):
+        assert r[key] == pytest.approx(direct[key])
+    assert r["protocol"]["enrolled_identities"] == 5 and r["protocol"]["non_mated_probes"] == 2
+    assert r["protocol"]["mated_probes"] == 13 and r["data"]["images"] == 20
+
+    many = identification_report(s, n_enrol=1, seed=0, repeats=4, ranks=(1,))
+    singles = [identification_report(s, n_enrol=1, seed=k, ranks=(1,))["rank_1"] for k in range(4)]
+    assert many["rank_1"] == pytest.approx(np.mean(singles)) and many["rank_1_std"] == pytest.approx(np.std(singles))
+    assert [run["seed"] for run in many["runs"]] == [0, 1, 2, 3]
+    with pytest.raises(FacemetricError, match="repeats"):
+        identification_report(s, repeats=0)
