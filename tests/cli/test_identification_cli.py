@@ -149,3 +149,30 @@ def test_sigkill_during_enrolment_loses_nothing(toy, tmp_path):
     if not finished:
         subprocess.run([*cmd, "--folder", str(folder)], check=True, env=env, capture_output=True)
     assert _state(g) == after
+
+
+def test_calibrate_stores_the_threshold_identify_uses(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "cal.gallery"
+    code, _, err = cli(capsys, "enroll", "-g", g, "--folder", folder, "--min-images", 3, "--per-identity", 2,
+                       "--model", model, "--quiet")
+    assert code == 0, err
+    code, out, err = cli(capsys, "gallery", "calibrate", "-g", g, "--folder", folder, "--far", 0.1,
+                         "--model", model, "--quiet")
+    assert code == 0, err
+    assert "impostor scores), TAR" in out and f"stored in {g}" in out
+    with Gallery.open(g) as gal:
+        cal, by = gal.calibration
+    assert by == "max" and cal.far <= 0.1 and cal.num_impostor == 20 and cal.far_target == 0.1
+    code, out, err = cli(capsys, "identify", "-g", g, folder / "anna" / "03.png", "--model", model)
+    assert code == 0, err
+    assert f"threshold {cal.threshold:.4f} (calibrated on this gallery at FAR 0.1), by max" in out
+    code, out, err = cli(capsys, "identify", "-g", g, folder / "anna" / "03.png", "--model", model, "--by", "mean")
+    assert code == 0 and "(model card), by mean" in out  # calibrated for max, not for mean
+    code, _, err = cli(capsys, "gallery", "calibrate", "-g", g, "--folder", folder, "--far", 1e-3, "--model", model,
+                       "--quiet")
+    assert code == 2 and err.strip() == "error: impostor_scores: FAR 0.001 needs at least 1000 impostor scores, got 20"
+    with Gallery.open(g) as gal:
+        assert gal.calibration[0] == cal  # a failed calibration keeps the stored one
+        gal.set_calibration(None)
+        assert gal.calibration is None

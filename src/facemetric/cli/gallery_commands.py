@@ -195,7 +195,7 @@ def identify(
     gallery: GalleryOpt,
     model: ModelOpt = "dlib-resnet-v1",
     k: Annotated[int, typer.Option("--k", help="identities to list per photo")] = 5,
-    threshold: Annotated[float | None, typer.Option(help="cosine similarity to accept the best identity (default: the model's; dlib-resnet-v1: 0.92)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="cosine similarity to accept the best identity (default: the gallery's calibrated one, else the model's; dlib-resnet-v1: 0.92)")] = None,
     by: Annotated[str, typer.Option("--by", help="identity score: max or mean cosine over its images")] = "max",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per photo")] = False,
     center_fallback: FallbackOpt = False,
@@ -212,7 +212,11 @@ def identify(
     with g:
         embedder = _load(model, center_fallback)
         g.check_model(embedder.card)
-        t, source = cosine_threshold(embedder.card, model, threshold, COSINE_DEFAULTS)
+        stored = g.calibration
+        if threshold is None and stored is not None and stored[1] == by:
+            t, source = stored[0].threshold, f"calibrated on this gallery at FAR {stored[0].far_target:g}"
+        else:
+            t, source = cosine_threshold(embedder.card, model, threshold, COSINE_DEFAULTS)
         emb, kept, skipped = embed_paths(embedder, list(images))
         results = dict.fromkeys(images)
         if kept and len(g) > 0:
@@ -279,6 +283,40 @@ def gallery_remove(
         else:
             n = g.remove_images(list(image or []))
             typer.echo(f"removed {n} images")
+
+
+@gallery_app.command("calibrate")
+def gallery_calibrate(
+    gallery: GalleryOpt,
+    folder: Annotated[Path, typer.Option("--folder", help="labelled probe photos ROOT/<name>/<photo>, not enrolled: photos of enrolled people give genuine scores, the others impostor scores")],
+    far: Annotated[float, typer.Option("--far", help="target false-accept rate of the open-set decision")] = 1e-2,
+    by: Annotated[str, typer.Option("--by", help="identity score: max or mean cosine over its images")] = "max",
+    model: ModelOpt = "dlib-resnet-v1",
+    center_fallback: FallbackOpt = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Calibrate the open-set threshold on labelled probes at a target FAR and store it in the
+    gallery (``identify`` then uses it by default)."""
+    from facemetric.data.folder import IdentityFolder
+
+    if by not in ("max", "mean"):
+        raise FacemetricError(f"--by: expected max or mean, got {by!r}")
+    data = IdentityFolder(folder)
+    with _open_gallery(gallery) as g:
+        embedder = _load(model, center_fallback)
+        g.check_model(embedder.card)
+        emb, kept, skipped = embed_paths(embedder, list(data.paths), quiet=quiet)
+        for p, why in skipped.items():
+            typer.echo(f"skipped {p}: {why}")
+        if not kept:
+            raise FacemetricError(f"{folder}: no probe photo could be embedded")
+        labels = [p.parent.name for p in kept]
+        cal = g.calibrate(emb, labels, card=embedder.card, far=far, by=by)
+        g.set_calibration(cal, by=by)
+        typer.echo(
+            f"threshold {cal.threshold:.4f} at FAR {cal.far:.4g} (target {far:g}; {cal.num_impostor} "
+            f"impostor scores), TAR {cal.tar:.4f} ({cal.num_genuine} genuine); stored in {gallery}"
+        )
 
 
 # --------------------------------------------------------------------------- cluster

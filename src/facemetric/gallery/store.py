@@ -894,6 +894,31 @@ class Gallery:
         genuine = own_identity_scores(q[mated], own[mated], snap, by)
         return calibrate_threshold(genuine, impostor, far)
 
+    def set_calibration(self, calibration: Any, by: str = "max") -> None:
+        """Store a :class:`~facemetric.gallery.calibration.ThresholdCalibration` made with
+        identity scores ``by`` (or ``None`` to forget it) in the gallery, in one transaction;
+        :attr:`calibration` reads it back and ``facemetric identify`` uses it as its default
+        threshold (for the same ``by``)."""
+        from dataclasses import asdict
+
+        if by not in ("max", "mean"):
+            raise FacemetricError(f"by: expected 'max' or 'mean', got {by!r}")
+        value = "" if calibration is None else json.dumps({**asdict(calibration), "by": by})
+        with self._write("calibrate"):
+            self._set_meta(calibration=value)
+
+    @property
+    def calibration(self) -> tuple[Any, str] | None:
+        """``(ThresholdCalibration, by)`` stored by :meth:`set_calibration`, or None."""
+        from facemetric.gallery.calibration import ThresholdCalibration
+
+        raw = self._meta().get("calibration")
+        if not raw:
+            return None
+        fields = json.loads(raw)
+        by = fields.pop("by", "max")
+        return ThresholdCalibration(**fields), by
+
     # ------------------------------------------------------------------ with an embedder
     def enroll_images(self, identity: str, images: Any, embedder: Any, *, flip: bool = False,
                       metadata: Any = None, identity_metadata: Mapping[str, Any] | None = None,
