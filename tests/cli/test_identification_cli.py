@@ -176,3 +176,24 @@ def test_calibrate_stores_the_threshold_identify_uses(toy, tmp_path, capsys):
         assert gal.calibration[0] == cal  # a failed calibration keeps the stored one
         gal.set_calibration(None)
         assert gal.calibration is None
+
+
+def test_bad_photos_and_another_model(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "errs.gallery"
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"JFIF? no")
+    good = folder / "carl" / "00.png"
+    code, out, err = cli(capsys, "enroll", "-g", g, "--identity", "carl", good, broken, tmp_path / "gone.png",
+                         "--model", model, "--quiet")
+    assert code == 0, err
+    assert f"skipped {broken}: " in out and f"skipped {tmp_path / 'gone.png'}: file not found" in out
+    assert "1 images of 1 identities enrolled, 2 skipped" in out
+    code, out, err = cli(capsys, "identify", "-g", g, broken, "--model", model)
+    assert code == 0 and out.startswith(f"{broken}: skipped (")
+    other = make_toy_model(tmp_path / "other-model", name="other-toy", seed=7)
+    code, _, err = cli(capsys, "identify", "-g", g, good, "--model", other)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: gallery {g} was built with model toy-lenets")
+    code, _, err = cli(capsys, "gallery", "remove", "-g", g, "--identity", "zed")
+    assert code == 2 and err.strip() == f"error: gallery {g}: no identity 'zed'"

@@ -37,8 +37,9 @@ class EmbeddedFiles:
     alignment: dict[str, int] | None = None
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, name: str) -> str:
     text = str(exc).strip() or type(exc).__name__
+    text = text.removeprefix(f"{name}: ")
     return "no face found" if text.startswith("no face found") else text
 
 
@@ -84,7 +85,10 @@ def embed_files(
             pending.clear()
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
+    from rich.console import Console
+
+    # on stderr, so that stdout (e.g. ``identify --json``) stays clean
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
         task = bar.add_task(description, total=len(paths))
         for p in paths:
             name = os.fspath(p)
@@ -97,7 +101,7 @@ def embed_files(
                 if not skip_failures:
                     msg = str(exc)
                     raise FacemetricError(msg if name in msg else f"{name}: {msg}") from None
-                skipped[name] = "file not found" if not Path(name).is_file() else _reason(exc)
+                skipped[name] = "file not found" if not Path(name).is_file() else _reason(exc, name)
             else:
                 kept.append(name)
                 if len(pending) == batch_size:
