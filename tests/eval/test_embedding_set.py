@@ -80,3 +80,17 @@ def test_identification_report_equals_the_split_by_hand(toy):
     assert [run["seed"] for run in many["runs"]] == [0, 1, 2, 3]
     with pytest.raises(FacemetricError, match="repeats"):
         identification_report(s, repeats=0)
+
+
+def test_select_by_people_and_min_images(toy, tmp_path):
+    model, folder = toy
+    s = embed_identity_folder(model, folder, progress=False)
+    people = tmp_path / "people.txt"
+    people.write_text("3\nanna\t4\ncarl\t3\nfred\t1\n")
+    sub = s.select(people)
+    assert sorted(set(sub.identities.tolist())) == ["anna", "carl", "fred"] and len(sub) == 8
+    np.testing.assert_array_equal(sub.embeddings, s.embeddings[np.isin(s.identities, ["anna", "carl", "fred"])])
+    assert sorted(set(s.select(min_images=4).identities.tolist())) == ["anna", "bert", "dora"]
+    assert len(s.select(["anna", "fred"], min_images=2)) == 4
+    with pytest.raises(FacemetricError, match="no identity left"):
+        s.select(["nobody"])

@@ -40,7 +40,11 @@ def load_or_embed(
     if embeddings is not None:
         if model is not None or data is not None:
             raise FacemetricError("give either --embeddings FILE or --model with --data, not both")
-        return EmbeddingSet.load(embeddings)
+        s = EmbeddingSet.load(embeddings)
+        if people is not None or min_images != 1:
+            data_root = Path(s.meta["data"]) if s.meta.get("data") else Path(".")
+            s = s.select(_people_path(people, data_root), min_images)
+        return s
     if model is None or data is None:
         raise FacemetricError("give --embeddings FILE (from facemetric embed) or --model NAME with --data ROOT")
     return embed_identity_folder(

@@ -362,6 +362,11 @@ def cluster(
         from facemetric.eval.embedding_set import EmbeddingSet
 
         s = EmbeddingSet.load(embeddings)
+        if people is not None or min_images != 1:
+            root = Path(s.meta["data"]) if s.meta.get("data") else Path(".")
+            if people is not None and not people.is_file() and (root / people).is_file():
+                people = root / people
+            s = s.select(people, min_images)
         if len(s) == 0:
             raise FacemetricError(f"{embeddings}: holds no embeddings")
         kept = [Path(p) for p in s.paths.tolist()]

@@ -78,6 +78,27 @@ class EmbeddingSet:
         rows = np.asarray(rows)
         return EmbeddingSet(self.embeddings[rows], self.identities[rows], self.paths[rows], self.norms[rows], dict(self.meta))
 
+    def select(self, people: Any = None, min_images: int = 1) -> EmbeddingSet:
+        """The rows of the identities in ``people`` (an LFW people file or a list of names;
+        None: all) that have at least ``min_images`` rows, in their order here."""
+        if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
+            raise FacemetricError(f"min_images: expected an integer >= 1, got {min_images!r}")
+        keep = np.ones(len(self), dtype=bool)
+        if people is not None:
+            if isinstance(people, (str, os.PathLike)):
+                from facemetric.data.folder import read_people_file
+
+                names = read_people_file(people)
+            else:
+                names = [str(n) for n in people]
+            keep &= np.isin(self.identities, np.asarray(names, dtype=str))
+        if min_images > 1:
+            uniq, inv, counts = np.unique(self.identities, return_inverse=True, return_counts=True)
+            keep &= counts[inv.ravel()] >= min_images
+        if not keep.any():
+            raise FacemetricError(f"embeddings: no identity left after the filters (people, min_images={min_images})")
+        return self.subset(np.flatnonzero(keep))
+
     def summary(self) -> dict[str, Any]:
         _, counts = np.unique(self.identities, return_counts=True)
         return {
