@@ -29,29 +29,18 @@ def embed_paths(
     return_norms: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Embeddings of ``paths`` (in order, L2-normalised unless the model card says
-    ``normalize_embeddings: false``), with a progress bar.
+    ``normalize_embeddings: false``), with a progress bar; a photo that cannot be embedded is
+    an error naming it (:func:`facemetric.inference.batch.embed_files` with
+    ``skip_failures=False``: a protocol needs every photo of its pairs).
 
     ``return_norms=True`` gives ``(embeddings, norms)``: the pre-normalisation feature norms
-    too (see :meth:`facemetric.inference.FaceEmbedder.embed_with_norms`; with ``flip``, the norm
+    too (as :meth:`facemetric.inference.FaceEmbedder.embed_with_norms`; with ``flip``, the norm
     of the summed raw features of the image and its mirror).
     """
-    from rich.progress import Progress
+    from facemetric.inference.batch import embed_files
 
-    out, norms = [], []
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("embedding", total=len(paths))
-        for i in range(0, len(paths), batch_size):
-            chunk = paths[i : i + batch_size]
-            if return_norms:
-                emb, nrm = embedder.embed_with_norms(chunk, batch_size=batch_size, flip=flip)
-                out.append(emb)
-                norms.append(nrm)
-            else:
-                out.append(embedder.embed(chunk, batch_size=batch_size, flip=flip))
-            bar.advance(task, len(chunk))
-    if return_norms:
-        return np.concatenate(out), np.concatenate(norms)
-    return np.concatenate(out)
+    r = embed_files(embedder, paths, flip=flip, batch_size=batch_size, skip_failures=False, progress=progress)
+    return (r.embeddings, r.norms) if return_norms else r.embeddings
 
 
 def evaluate_model(
