@@ -73,7 +73,7 @@ def test_embed_then_identification_and_cluster(toy, tmp_path, capsys):
     metrics = json.loads((clusters / "metrics.json").read_text())
     assert metrics["num_classes"] == 7 and metrics["threshold"] == 0.9
     page = (clusters / "index.html").read_text()
-    assert page.count("<figure>") == 20 and "anna/00.png" in page
+    assert page.count("<figure>") == 20 and "anna/00.png" in page and 'class="missing"' not in page
 
 
 def test_enroll_identify_with_any_artifact(toy, tmp_path, capsys):

@@ -23,13 +23,15 @@ def toy(tmp_path_factory):
     return make_toy_model(root / "model"), make_toy_folder(root / "faces")
 
 
-def test_embeds_the_folder_with_filters(toy):
+def test_embeds_the_folder_with_filters(toy, monkeypatch):
     model, folder = toy
-    s = embed_identity_folder(model, folder, progress=False)
+    monkeypatch.chdir(folder.parent)
+    s = embed_identity_folder(model, folder.name, progress=False)  # a relative folder
     assert len(s) == 20 and s.num_identities == 7 and s.dim == 8
     embedder = facemetric.load_model(model)
     np.testing.assert_allclose(s.embeddings, embedder.embed(list(s.paths)), atol=1e-6)
     assert [p.split("/")[-2] for p in s.paths] == s.identities.tolist()
+    assert all(p.startswith("/") for p in s.paths)  # absolute: usable from any directory
     assert s.summary()["identities_with_2_or_more"] == 5
 
     two = embed_identity_folder(model, folder, min_images=3, per_identity=2, progress=False)

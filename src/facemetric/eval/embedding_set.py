@@ -169,7 +169,8 @@ def embed_identity_folder(
     progress: bool = True,
     out: str | os.PathLike | None = None,
 ) -> EmbeddingSet:
-    """Embed every photo of the identity folder ``data`` (``<data>/<identity>/<photo>``).
+    """Embed every photo of the identity folder ``data`` (``<data>/<identity>/<photo>``);
+    paths are stored absolute, so the file can be used from any directory.
 
     ``model``: a model name/artifact/run directory, or a loaded
     :class:`~facemetric.inference.FaceEmbedder`. Filters: ``min_images`` (identities with at
@@ -189,7 +190,7 @@ def embed_identity_folder(
     paths: list[str] = []
     labels: list[str] = []
     for label, name in enumerate(folder.classes):
-        own = [os.fspath(p) for p, lab in folder.samples if lab == label]
+        own = [os.path.abspath(p) for p, lab in folder.samples if lab == label]
         if per_identity is not None:
             own = own[: int(per_identity)]
         paths += own
@@ -202,7 +203,7 @@ def embed_identity_folder(
         "card": embedder.card,
         "fingerprint": model_fingerprint(embedder.card),
         "model": str(model) if isinstance(model, (str, os.PathLike)) else embedder.card.get("name"),
-        "data": os.fspath(data),
+        "data": os.path.abspath(data),
         "flip": bool(flip),
         "filters": {"min_images": min_images, "people": None if people is None else (os.fspath(people) if isinstance(people, (str, os.PathLike)) else list(people)),
                     "per_identity": per_identity},
