@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -400,7 +401,9 @@ def cluster(
             truth = [r.parts[0] for r in rel]
     t, source = cosine_threshold(card, source_name, threshold, CLUSTER_DEFAULTS)
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    start = time.perf_counter()
     labels = cluster_embeddings(e, method=method, threshold=t, k=min(k, len(kept)))
+    seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "clusters.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -410,7 +413,7 @@ def cluster(
     metrics = None
     if truth is not None:
         metrics = clustering_metrics(truth, labels)
-        metrics.update(method=method, threshold=t, k=k, skipped=len(skipped))
+        metrics.update(method=method, threshold=t, k=k, skipped=len(skipped), seconds=round(seconds, 3))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if thumbnails:
         write_cluster_report(out, kept, labels, folder=folder, metrics=metrics,
@@ -420,7 +423,7 @@ def cluster(
     typer.echo(
         f"{len(kept)} photos -> {sizes.size} clusters ({int((sizes == 1).sum())} singletons; largest "
         f"{', '.join(str(s) for s in sorted(sizes, reverse=True)[:5])}); {len(skipped)} skipped; "
-        f"threshold {t:.3f} ({source})"
+        f"threshold {t:.3f} ({source}); clustered in {seconds:.2f} s"
     )
     if metrics is not None:
         typer.echo(
