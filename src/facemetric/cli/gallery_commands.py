@@ -3,11 +3,12 @@
 at the bottom of ``main.py``); errors are :class:`~facemetric.errors.FacemetricError` (one line,
 exit 2).
 
-Thresholds are cosine similarities of L2-normalised embeddings (the gallery's scores). A card
-with a threshold on normalised embeddings is converted exactly
-(:func:`facemetric.gallery.card_similarity_threshold`). dlib's card has a Euclidean 0.6 on *raw*
-descriptors, which has no exact cosine equivalent, so :data:`COSINE_DEFAULTS` holds a cosine
-value measured on LFW for it (see the comment there); other such cards need ``--threshold``.
+Thresholds are cosine similarities of L2-normalised embeddings (the gallery's scores). By
+default ``identify`` takes :meth:`facemetric.gallery.Gallery.default_threshold` (a calibration
+stored by ``gallery calibrate``, else the model's impostor tail at ``--far`` for the gallery's
+size, :mod:`facemetric.gallery.open_set`, else the card's 1:1 threshold converted exactly) and
+``cluster`` the impostor tail's threshold for its number of photos. A card with neither an
+impostor tail nor a threshold on normalised embeddings needs ``--threshold``.
 """
 
 from __future__ import annotations
@@ -38,19 +39,6 @@ def _main_app() -> typer.Typer:
 
 
 app = _main_app()
-
-#: Cosine thresholds for cards whose own threshold cannot be converted (raw descriptors).
-#: dlib-resnet-v1: measured on 79 LFW pairsDevTest pairs (every 10th of the 500 same and 500
-#: different pairs, HOG detection, no fallback; one pair had no face): raw descriptor norms
-#: 1.43 +- 0.07, so the card's Euclidean 0.6 is about cos 1 - 0.36 / (2 * 1.43^2) = 0.91.
-#: Same-person cosines 0.904..0.980, different-person 0.766..0.905. At 0.91: TAR 97.4%, FAR 0;
-#: at 0.92: TAR 92.3%, FAR 0. 1:N max-over-images search meets more impostors than one 1:1
-#: comparison, so the default is the stricter 0.92.
-COSINE_DEFAULTS = {"dlib-resnet-v1": 0.92}
-#: Edge threshold (cosine) for clustering: recall matters more (a person's photos must stay
-#: connected) and chinese whispers outvotes a few stray impostor edges, so 0.90, just below the
-#: lowest same-person cosine measured above (2.5% of the different-person pairs reach it).
-CLUSTER_DEFAULTS = {"dlib-resnet-v1": 0.90}
 
 gallery_app = typer.Typer(help="Inspect and edit a gallery.", no_args_is_help=True)
 app.add_typer(gallery_app, name="gallery")
@@ -86,18 +74,22 @@ def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32, quiet: b
     return r.embeddings, [by_name[k] for k in r.kept], {by_name[k]: why for k, why in r.skipped.items()}
 
 
-def cosine_threshold(card: dict, model: str, threshold: float | None, defaults: dict[str, float]) -> tuple[float, str]:
-    """``(threshold, where it came from)``: given, else the card's converted, else a default."""
+def _given_threshold(threshold: float) -> tuple[float, str]:
+    if not -1.0 <= threshold <= 1.0:
+        raise FacemetricError(f"--threshold: expected a cosine similarity in [-1, 1], got {threshold}")
+    return float(threshold), "--threshold"
+
+
+def cluster_threshold(card: dict, num_photos: int, threshold: float | None) -> tuple[float, str]:
+    """``(edge threshold, where it came from)``: given; else from the model's impostor tail
+    (:func:`facemetric.gallery.open_set.cluster_threshold`); else the card's 1:1 threshold."""
     from facemetric.gallery import card_similarity_threshold
+    from facemetric.gallery.open_set import cluster_threshold as from_tail
 
     if threshold is not None:
-        if not -1.0 <= threshold <= 1.0:
-            raise FacemetricError(f"--threshold: expected a cosine similarity in [-1, 1], got {threshold}")
-        return float(threshold), "--threshold"
-    name = card.get("name") or model
-    for key in (name, model):
-        if key in defaults:
-            return defaults[key], f"{key} cosine default"
+        return _given_threshold(threshold)
+    if card.get("impostor_tail"):
+        return from_tail(card["impostor_tail"], num_photos), f"model's impostor tail, {num_photos} photos"
     try:
         return card_similarity_threshold(card), "model card"
     except FacemetricError as exc:
@@ -196,7 +188,8 @@ def identify(
     gallery: GalleryOpt,
     model: ModelOpt = "dlib-resnet-v1",
     k: Annotated[int, typer.Option("--k", help="identities to list per photo")] = 5,
-    threshold: Annotated[float | None, typer.Option(help="cosine similarity to accept the best identity (default: the gallery's calibrated one, else the model's; dlib-resnet-v1: 0.92)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="cosine similarity to accept the best identity (default: the gallery's calibrated one, else the model's impostor tail at --far for this gallery's size, else the card's)")] = None,
+    far: Annotated[float, typer.Option("--far", help="open-set false-accept rate of the default threshold")] = 0.01,
     by: Annotated[str, typer.Option("--by", help="identity score: max or mean cosine over its images")] = "max",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per photo")] = False,
     center_fallback: FallbackOpt = False,
@@ -213,11 +206,13 @@ def identify(
     with g:
         embedder = _load(model, center_fallback)
         g.check_model(embedder.card)
-        stored = g.calibration
-        if threshold is None and stored is not None and stored[1] == by:
-            t, source = stored[0].threshold, f"calibrated on this gallery at FAR {stored[0].far_target:g}"
+        if threshold is not None:
+            t, source = _given_threshold(threshold)
         else:
-            t, source = cosine_threshold(embedder.card, model, threshold, COSINE_DEFAULTS)
+            try:
+                t, source = g.default_threshold(embedder.card, by=by, far=far)
+            except FacemetricError as exc:
+                raise FacemetricError(f"{exc.args[0].removeprefix('threshold: ')} (use --threshold, a cosine similarity)") from None
         emb, kept, skipped = embed_paths(embedder, list(images))
         results = dict.fromkeys(images)
         if kept and len(g) > 0:
@@ -338,7 +333,7 @@ def cluster(
     model: ModelOpt = "dlib-resnet-v1",
     embeddings: Annotated[Path | None, typer.Option("--embeddings", "-e", help="cluster the photos of this file from facemetric embed (no model run)")] = None,
     method: Annotated[str, typer.Option(help="chinese-whispers, components or agglomerative")] = "chinese-whispers",
-    threshold: Annotated[float | None, typer.Option(help="cosine similarity an edge needs (default: the model's; dlib-resnet-v1: 0.90)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="cosine similarity an edge needs (default: from the model's impostor tail, about 0.1 impostor edges per photo; else the card's)")] = None,
     k: Annotated[int, typer.Option("--k", help="neighbours per photo in the k-NN graph")] = 20,
     min_images: Annotated[int, typer.Option("--min-images", help="identity folder: only identities with at least N photos")] = 1,
     people: Annotated[Path | None, typer.Option("--people", help="identity folder: only the people of this LFW people file")] = None,
@@ -399,7 +394,7 @@ def cluster(
         rel = [p.relative_to(folder) for p in kept]
         if all(len(r.parts) == 2 for r in rel):
             truth = [r.parts[0] for r in rel]
-    t, source = cosine_threshold(card, source_name, threshold, CLUSTER_DEFAULTS)
+    t, source = cluster_threshold(card, len(kept), threshold)
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     start = time.perf_counter()
     labels = cluster_embeddings(e, method=method, threshold=t, k=min(k, len(kept)))

@@ -848,18 +848,45 @@ class Gallery:
             return t
         return card_similarity_threshold(card if isinstance(card, Mapping) else self.card, threshold_key)
 
+    def default_threshold(self, card: Mapping[str, Any] | None = None, by: str = "max",
+                          far: float = 0.01) -> tuple[float, str]:
+        """``(cosine threshold, where it came from)`` for open-set decisions on this gallery:
+        the stored calibration (:meth:`set_calibration`) when it was made for ``by``; else
+        the model's impostor tail at open-set FAR ``far`` for this gallery's size
+        (:mod:`facemetric.gallery.open_set`: enrolled images for ``max``, identities for
+        ``mean``; the tail of ``card``, else of the gallery's own card); else the card's 1:1
+        threshold converted to a cosine."""
+        from facemetric.gallery.open_set import card_open_set_threshold
+
+        card = self.card if card is None else card
+        stored = self.calibration
+        if stored is not None and stored[1] == by:
+            return stored[0].threshold, f"calibrated on this gallery at FAR {stored[0].far_target:g}"
+        n = max(1, len(self) if by == "max" else self.num_identities)
+        # the same model (fingerprints match): the querying card's tail, else the gallery's
+        t = card_open_set_threshold(card if card.get("impostor_tail") else self.card, n, far)
+        if t is not None:
+            unit = "images" if by == "max" else "identities"
+            return t, f"model's impostor tail: FAR {far:g} against {n} {unit}"
+        return card_similarity_threshold(card), "model card"
+
     def identify(self, queries: Any, *, card: Mapping[str, Any] | str, threshold: float | None = None,
-                 threshold_key: str | None = None, by: str = "max", index: str | None = None):
+                 threshold_key: str | None = None, by: str = "max", index: str | None = None,
+                 far: float = 0.01):
         """Open-set identification: the best identity when its score ``>= threshold``, else
         :data:`UNKNOWN`. One :class:`Identification` for a 1-D query, a list for ``[Q, D]``.
 
-        The threshold is a cosine similarity; by default the card's (1:1 verification)
-        distance threshold, converted. A 1:N search with max-over-images accepts more
-        impostors than 1:1 at the same threshold as the gallery grows: prefer one calibrated
-        on this gallery (:meth:`calibrate`, or :func:`calibrate_threshold`).
+        The threshold is a cosine similarity; by default :meth:`default_threshold` (a stored
+        calibration, else the model's impostor tail at open-set FAR ``far`` for this gallery's
+        size, else the card's 1:1 threshold converted); ``threshold_key`` picks a card
+        threshold instead. A 1:N search with max-over-images accepts more impostors than 1:1
+        at the same threshold as the gallery grows, hence the size-aware default.
         """
         single = np.ndim(queries) == 1
-        t = self.resolve_threshold(threshold, threshold_key, card)
+        if threshold is None and threshold_key is None:
+            t = self.default_threshold(card if isinstance(card, Mapping) else None, by, far)[0]
+        else:
+            t = self.resolve_threshold(threshold, threshold_key, card)
         q = self._query(queries, card)
         snap, scores, ids = self._top(q, 1, by, index)
         out = []
