@@ -77,6 +77,15 @@ def test_orl_artifact_reloads_with_the_training_embeddings(shared_data, tmp_path
     from_training = evaluator.embeddings(result.model)  # cache-based evaluation path
     from_inference = embedder.embed(unique)  # file-based inference path
     np.testing.assert_allclose(from_training, from_inference, atol=1e-5)
+
+    # the card's impostor tail is measured on the validation photos (size-aware gallery thresholds)
+    from facemetric.gallery.open_set import impostor_tail
+
+    tail = card["impostor_tail"]
+    expected = impostor_tail(from_training, evaluator.identities(), min_pairs=10)
+    assert tail["levels"] == expected["levels"] and tail["pairs"] == expected["pairs"]
+    assert [t for _, t in tail["levels"]] == sorted(t for _, t in tail["levels"])
+    assert tail["measured_on"].startswith(f"validation photos: {len(unique)} images")
     again = facemetric.load_model(tmp_path / "run" / "model").embed(unique)
     assert np.array_equal(again, from_inference)  # a reload is bit-identical
 

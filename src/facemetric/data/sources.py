@@ -114,6 +114,11 @@ class PairSetEvaluator:
             model.train(was_training)
         return F.normalize(torch.cat(out).double(), dim=1).numpy()
 
+    def identities(self) -> list[str]:
+        """The identity (parent folder name) of each distinct image, in embedding order."""
+        unique, _, _ = self.pairs.unique_paths()
+        return [Path(p).parent.name for p in unique]
+
     def __call__(self, model: Any) -> dict[str, Any]:
         from facemetric.eval.verification import evaluate_verification
 

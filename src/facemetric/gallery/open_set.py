@@ -33,11 +33,12 @@ RATES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 def impostor_tail(
     embeddings: Any, labels: Any, rates: Sequence[float] = RATES, bins: int = 400_000, block: int = 2048,
+    min_pairs: float = 1.0,
 ) -> dict[str, Any]:
     """``{"score": "cosine", "levels": [[rate, t], ...], "pairs": M, "resolution": 2 / bins}``:
     for each ``rate``, the lowest histogram edge ``t`` with ``#(impostor cos >= t) / M >= rate``
-    over the ``M`` pairs of different identities (``i < j``). Rates finer than ``1 / M`` are
-    left out."""
+    over the ``M`` pairs of different identities (``i < j``). Rates with fewer than
+    ``min_pairs`` pairs above them (``rate * M < min_pairs``) are left out."""
     from facemetric.gallery.search import as_embeddings
 
     e = torch.from_numpy(np.ascontiguousarray(as_embeddings(embeddings, "embeddings"), dtype=np.float32))
@@ -64,7 +65,7 @@ def impostor_tail(
     edges = np.linspace(-1.0, 1.0, bins + 1)
     levels = []
     for rate in sorted((float(r) for r in rates), reverse=True):
-        if rate * pairs < 1.0:
+        if rate * pairs < max(1.0, float(min_pairs)):
             continue
         idx = int(np.flatnonzero(at_or_above >= rate).max())
         levels.append([rate, float(edges[idx])])

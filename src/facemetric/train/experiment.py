@@ -263,6 +263,7 @@ def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
             key = f"far_{val['far_target']:.0e}"
             thresholds[key] = float(sum(val["val_thresholds"]) / len(val["val_thresholds"]))
         metrics = {k: val[k] for k in ("accuracy_mean", "accuracy_std", "val", "far", "auc", "eer") if k in val}
+    tail = _validation_impostor_tail(exp, model)
     card = {
         "name": exp.config["name"],
         "backbone": {"name": exp.config["model"]["name"], "options": exp.model_options},
@@ -273,10 +274,35 @@ def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
         "loss": exp.config["loss"],
         "training_data": exp.data.summary,
         "thresholds": thresholds,
+        **({"impostor_tail": tail} if tail else {}),
         "metrics": metrics,
         "epochs": exp.trainer.epoch,
     }
     return save_artifact(exp.run_dir.path / "model", model, card)
+
+
+def _validation_impostor_tail(exp: Experiment, model: Any) -> dict[str, Any] | None:
+    """The model's impostor tail (:func:`facemetric.gallery.open_set.impostor_tail`) on the
+    distinct validation images of a photo pair set (their identities are the folder names),
+    for size-aware open-set thresholds of galleries; levels need 10 pairs above them. None
+    when the validation set is not made of photo folders."""
+    from facemetric.data.sources import PairSetEvaluator
+    from facemetric.gallery.open_set import impostor_tail
+
+    evaluator = getattr(exp.data, "evaluator", None)
+    if not isinstance(evaluator, PairSetEvaluator):
+        return None
+    labels = evaluator.identities()
+    if len(set(labels)) < 2:
+        return None
+    tail = impostor_tail(evaluator.embeddings(model), labels, min_pairs=10)
+    if not tail["levels"]:
+        return None
+    tail["measured_on"] = (
+        f"validation photos: {len(labels)} images of {len(set(labels))} people"
+        + (" (flip-summed embeddings)" if evaluator.flip else "")
+    )
+    return tail
 
 
 def run_experiment(
