@@ -96,3 +96,14 @@ def test_select_by_people_and_min_images(toy, tmp_path):
     assert len(s.select(["anna", "fred"], min_images=2)) == 4
     with pytest.raises(FacemetricError, match="no identity left"):
         s.select(["nobody"])
+
+
+def test_nothing_embedded_is_an_error_not_an_empty_file(toy, tmp_path):
+    model, _ = toy
+    small = tmp_path / "small" / "x"
+    small.mkdir(parents=True)
+    (small / "a.png").write_bytes(b"not a png")
+    out = tmp_path / "e.npz"
+    with pytest.raises(DataError, match=r"none of its 1 photos could be embedded \(first: .*a.png: "):
+        embed_identity_folder(model, small.parent, out=out, progress=False)
+    assert not out.exists()

@@ -198,6 +198,9 @@ def embed_identity_folder(
     embedder = _embedder(model, face_select)
     result = embed_files(embedder, paths, flip=flip, batch_size=batch_size,
                          skip_failures=skip_failures, progress=progress)
+    if not result.kept:
+        first, why = next(iter(result.skipped.items()))
+        raise DataError(f"{data}: none of its {len(paths)} photos could be embedded (first: {first}: {why})")
     label_of = dict(zip(paths, labels, strict=True))
     meta = {
         "card": embedder.card,
