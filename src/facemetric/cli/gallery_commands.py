@@ -309,9 +309,10 @@ def gallery_calibrate(
         labels = [p.parent.name for p in kept]
         cal = g.calibrate(emb, labels, card=embedder.card, far=far, by=by)
         g.set_calibration(cal, by=by)
+        tar = f"TAR {cal.tar:.4f} ({cal.num_genuine} genuine)" if cal.num_genuine else "no genuine probes (none of enrolled people)"
         typer.echo(
             f"threshold {cal.threshold:.4f} at FAR {cal.far:.4g} (target {far:g}; {cal.num_impostor} "
-            f"impostor scores), TAR {cal.tar:.4f} ({cal.num_genuine} genuine); stored in {gallery}"
+            f"impostor scores), {tar}; stored in {gallery}"
         )
 
 
