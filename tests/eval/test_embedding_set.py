@@ -107,3 +107,27 @@ def test_nothing_embedded_is_an_error_not_an_empty_file(toy, tmp_path):
     with pytest.raises(DataError, match=r"none of its 1 photos could be embedded \(first: .*a.png: "):
         embed_identity_folder(model, small.parent, out=out, progress=False)
     assert not out.exists()
+
+
+def test_report_gives_the_size_aware_default_threshold(toy):
+    from facemetric.eval.identification import identification_scores
+    from facemetric.gallery.open_set import tail_threshold
+
+    model, folder = toy
+    s = embed_identity_folder(model, folder, progress=False)
+    assert "default_threshold" not in identification_report(s)  # the toy card has no tail
+    tail = {"levels": [[1e-1, 0.2], [1e-2, 0.6], [1e-3, 0.9]]}
+    s.meta["card"]["impostor_tail"] = tail
+    r = identification_report(s, seed=2, default_far=0.05)
+    split = gallery_probe_split(s.identities, seed=2)
+    t = tail_threshold(tail, split.gallery.size, 0.05)
+    u = s.unit()
+    sc = identification_scores(u[split.gallery], s.identities[split.gallery], u[split.probes], s.identities[split.probes])
+    m = sc["mated"]
+    assert r["default_threshold"]["threshold"] == pytest.approx(t)
+    assert r["default_threshold"]["far"] == pytest.approx(np.mean(sc["top_score"][~m] >= t))
+    hits = (sc["rank"] == 1) & m & (sc["true_score"] >= t)
+    assert r["default_threshold"]["dir"] == pytest.approx(hits.sum() / m.sum())
+    assert r["default_threshold"]["far_target"] == 0.05
+    many = identification_report(s, repeats=3, default_far=0.05)
+    assert set(many["default_threshold"]) == {"threshold", "far", "dir", "far_target"}

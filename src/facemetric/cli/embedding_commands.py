@@ -126,6 +126,12 @@ def identification(
         typer.echo("  ".join(
             f"DIR@FAR={lv}: {v:.4f} (threshold {r['threshold_at_far'][lv]:.4f})" for lv, v in r["dir_at_far"].items()
         ))
+    if "default_threshold" in r:
+        d = r["default_threshold"]
+        typer.echo(
+            f"default open-set threshold {d['threshold']:.4f} (model's impostor tail, target FAR "
+            f"{d['far_target']:g}): FAR {d['far']:.4f}, DIR {d['dir']:.4f}"
+        )
     if r["dir_at_far_skipped"]:
         typer.echo(f"DIR@FAR skipped at {', '.join(r['dir_at_far_skipped'])}: too few non-mated probes")
     if out is not None:

@@ -106,8 +106,12 @@ def evaluate_identification(
     ranks: Sequence[int] = (1, 5),
     far_levels: Sequence[float] = FAR_LEVELS,
     max_rank: int | None = None,
+    thresholds: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Closed-set rank-k and CMC on the mated probes, open-set DIR@FAR on all probes.
+
+    ``thresholds``: also the open-set ``far`` and ``dir`` at these given cosine thresholds
+    (key ``at_threshold``: a list of ``{"threshold", "far", "dir"}``).
 
     Keys: ``rank_<r>`` for each of ``ranks``; ``cmc`` (``CMC(1..R)``, ``R = max_rank`` or the
     number of identities); ``dir_at_far`` / ``far_at_threshold`` / ``threshold_at_far``
@@ -149,6 +153,16 @@ def evaluate_identification(
         dir_at[_far_key(lv)] = (
             float(np.count_nonzero(hit & (r["true_score"] >= t)) / n_mated) if n_mated else float("nan")
         )
+    at_threshold = []
+    for t in thresholds:
+        t = float(t)
+        at_threshold.append({
+            "threshold": t,
+            "far": float(np.count_nonzero(non_top >= t) / n_non) if n_non else float("nan"),
+            "dir": float(np.count_nonzero(hit & (r["true_score"] >= t)) / n_mated) if n_mated else float("nan"),
+        })
+    if at_threshold:
+        out["at_threshold"] = at_threshold
     out.update(
         {
             "dir_at_far": dir_at,
@@ -243,6 +257,7 @@ def identification_report(
     ranks: Sequence[int] = (1, 5, 10),
     far_levels: Sequence[float] = FAR_LEVELS,
     max_rank: int = 50,
+    default_far: float = 0.01,
 ) -> dict[str, Any]:
     """Identification on a labelled :class:`~facemetric.eval.embedding_set.EmbeddingSet`:
     :func:`gallery_probe_split` (``n_enrol``, ``impostor_fraction``) then
@@ -252,19 +267,29 @@ def identification_report(
     on small sets such as ORL) and every metric is the mean over the draws, with ``<key>_std``
     beside it and the draws under ``runs``. Keys: those of :func:`evaluate_identification`
     (``rank_<r>``, ``cmc`` up to ``max_rank``, ``dir_at_far``, ...) plus ``protocol``
-    (the split's settings and sizes) and ``data`` (the set's summary).
+    (the split's settings and sizes) and ``data`` (the set's summary). When the model card
+    has an impostor tail, ``default_threshold`` gives the size-aware open-set threshold for
+    ``default_far`` (:mod:`facemetric.gallery.open_set`, as ``facemetric identify`` uses it)
+    with the ``far`` and ``dir`` it achieves on this split.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise FacemetricError(f"repeats: expected an integer >= 1, got {repeats!r}")
+    from facemetric.gallery.open_set import card_open_set_threshold
+
     unit = embeddings.unit()
     ids = embeddings.identities
     runs = []
     for r in range(int(repeats)):
         split = gallery_probe_split(ids, seed=seed + r, n_enrol=n_enrol, impostor_fraction=impostor_fraction)
+        n_ref = split.gallery.size if by == "max" else int(np.unique(ids[split.gallery]).size)
+        default_t = card_open_set_threshold(embeddings.card, n_ref, default_far)
         res = evaluate_identification(
             unit[split.gallery], ids[split.gallery], unit[split.probes], ids[split.probes],
             by=by, ranks=ranks, far_levels=far_levels, max_rank=max_rank,
+            thresholds=() if default_t is None else (default_t,),
         )
+        if default_t is not None:
+            res["default_threshold"] = {**res.pop("at_threshold")[0], "far_target": default_far}
         res["seed"] = seed + r
         runs.append(res)
     out: dict[str, Any] = dict(runs[0]) if repeats == 1 else _mean_of_runs(runs, ranks)
@@ -302,6 +327,11 @@ def _mean_of_runs(runs: list[dict[str, Any]], ranks: Sequence[int]) -> dict[str,
             out["dir_at_far_std"] = {lv: float(np.std([r[key][lv] for r in runs])) for lv in sorted(levels)}
     for key in ("num_mated", "num_non_mated", "num_identities", "num_gallery"):
         out[key] = float(np.mean([r[key] for r in runs]))
+    if all("default_threshold" in r for r in runs):
+        out["default_threshold"] = {
+            k: float(np.mean([r["default_threshold"][k] for r in runs]))
+            for k in ("threshold", "far", "dir", "far_target")
+        }
     return out
 
 
