@@ -964,11 +964,14 @@ class Gallery:
         return self.search(embedder.embed(images, flip=flip), k, by, card=embedder.card, index=index)
 
     def identify_images(self, images: Any, embedder: Any, *, threshold: float | None = None,
-                        threshold_key: str | None = None, by: str = "max", flip: bool = False):
+                        threshold_key: str | None = None, by: str = "max", flip: bool = False,
+                        far: float = 0.01):
+        """:meth:`identify` for images embedded with ``embedder``: one
+        :class:`Identification` for one image, a list for a list."""
         self.check_model(embedder.card)
         single = isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "convert")
         res = self.identify(embedder.embed(images, flip=flip), card=embedder.card,
-                            threshold=threshold, threshold_key=threshold_key, by=by)
+                            threshold=threshold, threshold_key=threshold_key, by=by, far=far)
         return res[0] if single else res
 
 
