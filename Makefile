@@ -29,6 +29,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_verification.py
 	$(BIN)/python benchmarks/bench_triplet_selection.py
+	$(BIN)/python benchmarks/bench_gallery_search.py
+	$(BIN)/python benchmarks/bench_clustering.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
