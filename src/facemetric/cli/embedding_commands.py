@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from facemetric.cli.gallery_commands import app
+from facemetric.cli.gallery_commands import app, people_path
 from facemetric.errors import FacemetricError
 
 ModelOpt = Annotated[
@@ -23,15 +23,9 @@ PeopleOpt = Annotated[Path | None, typer.Option("--people", help="only the peopl
 PerIdentityOpt = Annotated[int | None, typer.Option("--per-identity", help="only the first N photos (by name) of each identity")]
 
 
-def _people_path(people: Path | None, data: Path) -> Path | None:
-    if people is None or people.is_file() or not (data / people).is_file():
-        return people
-    return data / people
-
-
 def load_or_embed(
     embeddings: Path | None, model: str | None, data: Path | None, *, min_images: int, people: Path | None,
-    per_identity: int | None, flip: bool, batch_size: int, quiet: bool,
+    flip: bool, batch_size: int, quiet: bool,
 ) -> Any:
     """An :class:`~facemetric.eval.embedding_set.EmbeddingSet`: loaded from ``embeddings``, or
     computed from ``model`` on ``data``."""
@@ -42,13 +36,12 @@ def load_or_embed(
             raise FacemetricError("give either --embeddings FILE or --model with --data, not both")
         s = EmbeddingSet.load(embeddings)
         if people is not None or min_images != 1:
-            data_root = Path(s.meta["data"]) if s.meta.get("data") else Path(".")
-            s = s.select(_people_path(people, data_root), min_images)
+            s = s.select(people_path(people, Path(s.meta.get("data") or ".")), min_images)
         return s
     if model is None or data is None:
         raise FacemetricError("give --embeddings FILE (from facemetric embed) or --model NAME with --data ROOT")
     return embed_identity_folder(
-        model, data, min_images=min_images, people=_people_path(people, data), per_identity=per_identity,
+        model, data, min_images=min_images, people=people_path(people, data),
         flip=flip, batch_size=batch_size, progress=not quiet,
     )
 
@@ -70,11 +63,13 @@ def embed(
     Photos go through the model card's preprocessing and alignment (with its centre-box
     fallback); unreadable photos are skipped and listed in the file.
     """
+    from facemetric.eval.embedding_set import embed_identity_folder
+
     if model is None or data is None:
         raise FacemetricError("embed: needs --model and --data")
-    s = load_or_embed(None, model, data, min_images=min_images, people=people, per_identity=per_identity,
-                      flip=flip, batch_size=batch_size, quiet=quiet)
-    s.save(out)
+    s = embed_identity_folder(model, data, min_images=min_images, people=people_path(people, data),
+                              per_identity=per_identity, flip=flip, batch_size=batch_size,
+                              progress=not quiet, out=out)
     info = s.summary()
     typer.echo(
         f"{info['images']} photos of {info['identities']} identities embedded ({info['dim']}-D, "
@@ -111,7 +106,7 @@ def identification(
 
     if by not in ("max", "mean"):
         raise FacemetricError(f"--by: expected max or mean, got {by!r}")
-    s = load_or_embed(embeddings, model, data, min_images=min_images, people=people, per_identity=None,
+    s = load_or_embed(embeddings, model, data, min_images=min_images, people=people,
                       flip=flip, batch_size=batch_size, quiet=quiet)
     r = identification_report(s, n_enrol=n_enrol, impostor_fraction=impostor_fraction, seed=seed,
                               repeats=repeats, by=by, max_rank=max_rank)

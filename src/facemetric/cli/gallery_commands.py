@@ -74,6 +74,18 @@ def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32, quiet: b
     return r.embeddings, [by_name[k] for k in r.kept], {by_name[k]: why for k, why in r.skipped.items()}
 
 
+def people_path(people: Path | None, root: Path) -> Path | None:
+    """An LFW people file as given, or relative to the data folder ``root`` when only there."""
+    if people is None or people.is_file() or not (root / people).is_file():
+        return people
+    return root / people
+
+
+def _threshold_hint(exc: FacemetricError) -> FacemetricError:
+    """The card's threshold error, pointing at ``--threshold``."""
+    return FacemetricError(f"{exc.args[0].removeprefix('threshold: ')} (use --threshold, a cosine similarity)")
+
+
 def _given_threshold(threshold: float) -> tuple[float, str]:
     if not -1.0 <= threshold <= 1.0:
         raise FacemetricError(f"--threshold: expected a cosine similarity in [-1, 1], got {threshold}")
@@ -93,7 +105,7 @@ def cluster_threshold(card: dict, num_photos: int, threshold: float | None) -> t
     try:
         return card_similarity_threshold(card), "model card"
     except FacemetricError as exc:
-        raise FacemetricError(f"{exc.args[0].removeprefix('threshold: ')} (use --threshold, a cosine similarity)") from None
+        raise _threshold_hint(exc) from None
 
 
 def _open_gallery(path: Path):
@@ -140,12 +152,8 @@ def enroll(
     if folder is not None:
         from facemetric.data.folder import IdentityFolder
 
-        if people is not None and not people.is_file() and (folder / people).is_file():
-            people = folder / people
-        data = IdentityFolder(folder, min_images=min_images, identities=people)
-        for label, name in enumerate(data.classes):
-            own = [p for p, lab in data.samples if lab == label]
-            own = own[:per_identity] if per_identity else own
+        data = IdentityFolder(folder, min_images=min_images, identities=people_path(people, folder))
+        for name, own in data.groups(per_identity):
             paths += own
             names += [name] * len(own)
     else:
@@ -212,7 +220,7 @@ def identify(
             try:
                 t, source = g.default_threshold(embedder.card, by=by, far=far)
             except FacemetricError as exc:
-                raise FacemetricError(f"{exc.args[0].removeprefix('threshold: ')} (use --threshold, a cosine similarity)") from None
+                raise _threshold_hint(exc) from None
         emb, kept, skipped = embed_paths(embedder, list(images))
         results = dict.fromkeys(images)
         if kept and len(g) > 0:
@@ -360,10 +368,7 @@ def cluster(
 
         s = EmbeddingSet.load(embeddings)
         if people is not None or min_images != 1:
-            root = Path(s.meta["data"]) if s.meta.get("data") else Path(".")
-            if people is not None and not people.is_file() and (root / people).is_file():
-                people = root / people
-            s = s.select(people, min_images)
+            s = s.select(people_path(people, Path(s.meta.get("data") or ".")), min_images)
         if len(s) == 0:
             raise FacemetricError(f"{embeddings}: holds no embeddings")
         kept = [Path(p) for p in s.paths.tolist()]
@@ -378,9 +383,7 @@ def cluster(
         if min_images != 1 or people is not None:
             from facemetric.data.folder import IdentityFolder
 
-            if people is not None and not people.is_file() and (folder / people).is_file():
-                people = folder / people
-            paths = list(IdentityFolder(folder, min_images=min_images, identities=people).paths)
+            paths = list(IdentityFolder(folder, min_images=min_images, identities=people_path(people, folder)).paths)
         else:
             paths = _find_images(folder)
         if not paths:

@@ -180,6 +180,15 @@ class IdentityFolder:
         self.paths: list[Path] = [p for p, _ in self.samples]
         self.labels = torch.tensor([lab for _, lab in self.samples], dtype=torch.long)
 
+    def groups(self, per_identity: int | None = None) -> list[tuple[str, list[Path]]]:
+        """``(identity, its image paths)`` in label order; ``per_identity``: only the first N
+        paths (by name) of each."""
+        grouped: list[list[Path]] = [[] for _ in self.classes]
+        for p, label in self.samples:
+            grouped[label].append(p)
+        return [(name, own[:per_identity] if per_identity else own)
+                for name, own in zip(self.classes, grouped, strict=True)]
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

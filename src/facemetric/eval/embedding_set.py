@@ -189,11 +189,8 @@ def embed_identity_folder(
     folder = IdentityFolder(data, min_images=min_images, identities=people)
     paths: list[str] = []
     labels: list[str] = []
-    for label, name in enumerate(folder.classes):
-        own = [os.path.abspath(p) for p, lab in folder.samples if lab == label]
-        if per_identity is not None:
-            own = own[: int(per_identity)]
-        paths += own
+    for name, own in folder.groups(None if per_identity is None else int(per_identity)):
+        paths += [os.path.abspath(p) for p in own]
         labels += [name] * len(own)
     embedder = _embedder(model, face_select)
     result = embed_files(embedder, paths, flip=flip, batch_size=batch_size,

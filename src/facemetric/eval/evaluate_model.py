@@ -20,29 +20,6 @@ from facemetric.eval.verification import evaluate_verification
 from facemetric.train.checkpoint import atomic_write_bytes
 
 
-def embed_paths(
-    embedder: Any,
-    paths: list[str],
-    flip: bool = False,
-    batch_size: int = 64,
-    progress: bool = True,
-    return_norms: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Embeddings of ``paths`` (in order, L2-normalised unless the model card says
-    ``normalize_embeddings: false``), with a progress bar; a photo that cannot be embedded is
-    an error naming it (:func:`facemetric.inference.batch.embed_files` with
-    ``skip_failures=False``: a protocol needs every photo of its pairs).
-
-    ``return_norms=True`` gives ``(embeddings, norms)``: the pre-normalisation feature norms
-    too (as :meth:`facemetric.inference.FaceEmbedder.embed_with_norms`; with ``flip``, the norm
-    of the summed raw features of the image and its mirror).
-    """
-    from facemetric.inference.batch import embed_files
-
-    r = embed_files(embedder, paths, flip=flip, batch_size=batch_size, skip_failures=False, progress=progress)
-    return (r.embeddings, r.norms) if return_norms else r.embeddings
-
-
 def evaluate_model(
     model: str | os.PathLike,
     data: str | os.PathLike,
@@ -80,13 +57,11 @@ def evaluate_model(
         embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
     unique = sorted(set(pair_set.paths1) | set(pair_set.paths2))
     position = {p: i for i, p in enumerate(unique)}
-    norms = None
-    if quality:
-        emb, norms = embed_paths(
-            embedder, unique, flip=flip, batch_size=batch_size, progress=progress, return_norms=True
-        )
-    else:
-        emb = embed_paths(embedder, unique, flip=flip, batch_size=batch_size, progress=progress)
+    from facemetric.inference.batch import embed_files
+
+    # a protocol needs every photo of its pairs: a photo that cannot be embedded is an error
+    r = embed_files(embedder, unique, flip=flip, batch_size=batch_size, skip_failures=False, progress=progress)
+    emb, norms = r.embeddings, (r.norms if quality else None)
     i1 = np.array([position[p] for p in pair_set.paths1])
     i2 = np.array([position[p] for p in pair_set.paths2])
     distance = getattr(embedder, "distance_kind", "squared_l2")  # the card's distance
