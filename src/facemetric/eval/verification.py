@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from facemetric.distances import DISTANCES, pair_scores  # noqa: F401  (public re-export)
 from facemetric.errors import FacemetricError
 
-DISTANCES = ("squared_l2", "euclidean", "cosine")
 PLACEMENTS = ("midpoint", "lowest")
 FAR_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
 
@@ -146,44 +146,6 @@ def _consecutive_folds(n: int, n_folds: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-
-
-def pair_scores(emb1: Any, emb2: Any, distance: str = "squared_l2") -> np.ndarray:
-    """Distance of each pair ``(emb1[i], emb2[i])`` as float64 ``[num_pairs]``.
-
-    ``squared_l2``: ``||a - b||^2`` on the embeddings as given (in ``[0, 4]`` when the caller
-    L2-normalises, as facenet does). ``euclidean``: ``||a - b||`` (dlib compares its raw
-    descriptors this way, threshold 0.6). ``cosine``: the cosine *distance* ``1 - cos(a, b)`` in
-    ``[0, 2]``. Accepts numpy arrays or torch tensors ``[num_pairs, dim]``.
-    """
-    if distance not in DISTANCES:
-        raise FacemetricError(f"distance: expected one of {', '.join(DISTANCES)}, got {distance!r}")
-    a = _to_numpy(emb1, "emb1")
-    b = _to_numpy(emb2, "emb2")
-    for name, x in (("emb1", a), ("emb2", b)):
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise FacemetricError(f"{name}: expected a 2-D array [num_pairs, dim], got {x.shape}")
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise FacemetricError(f"{name}: expected real numbers, got dtype {x.dtype}")
-    if a.shape != b.shape:
-        raise FacemetricError(f"emb2: shape {b.shape} does not match emb1 shape {a.shape}")
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    for name, x in (("emb1", a), ("emb2", b)):
-        if not np.isfinite(x).all():
-            raise FacemetricError(f"{name}: contain NaN or inf")
-    if distance == "squared_l2":
-        return np.sum((a - b) ** 2, axis=1)
-    if distance == "euclidean":
-        return np.sqrt(np.sum((a - b) ** 2, axis=1))
-    na = np.linalg.norm(a, axis=1)
-    nb = np.linalg.norm(b, axis=1)
-    for name, nx in (("emb1", na), ("emb2", nb)):
-        if (nx == 0).any():
-            row = int(np.flatnonzero(nx == 0)[0])
-            raise FacemetricError(f"{name}: row {row} has zero norm; cosine distance is undefined")
-    cos = np.sum(a * b, axis=1) / (na * nb)
-    return np.clip(1.0 - cos, 0.0, 2.0)
 
 
 def _accuracy_threshold(s: np.ndarray, gen: np.ndarray, placement: str) -> float:

@@ -30,31 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from facemetric.distances import pairwise_squared_distances  # noqa: F401  (re-export)
+
 Triplets = tuple[Tensor, Tensor, Tensor]
 
 #: largest number of elements of the ``[pairs, B]`` mask :func:`all_violating` builds at once
 _CHUNK_ELEMENTS = 1 << 24
-
-
-def pairwise_squared_distances(x: Tensor, y: Tensor | None = None) -> Tensor:
-    """Squared Euclidean distances ``d_ij = ||x_i - y_j||^2`` (``y = x`` by default).
-
-    Computed as ``||x_i||^2 + ||y_j||^2 - 2 x_i . y_j`` (one matrix product) and clamped at 0,
-    because rounding can make the expansion slightly negative. For L2-normalised rows this is
-    ``2 - 2 x_i . x_j`` (FaceNet's embeddings live on the unit hypersphere, so
-    ``0 <= d_ij <= 4``). When ``y`` is omitted the diagonal is set to exactly 0. The result is
-    differentiable (the clamp has zero gradient only where the expansion went negative, i.e.
-    for coincident points).
-    """
-    same = y is None
-    y = x if y is None else y
-    sq_x = x.pow(2).sum(dim=1)
-    sq_y = sq_x if same else y.pow(2).sum(dim=1)
-    d = (sq_x[:, None] + sq_y[None, :] - 2.0 * (x @ y.T)).clamp(min=0.0)
-    if same:
-        eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-        d = d.masked_fill(eye, 0.0)
-    return d
 
 
 def label_masks(labels: Tensor) -> tuple[Tensor, Tensor]:

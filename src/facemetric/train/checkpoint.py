@@ -8,43 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
 from facemetric.errors import FacemetricError
+from facemetric.io import atomic_torch_save, atomic_write, atomic_write_bytes  # noqa: F401
 
 _NAME = re.compile(r"^checkpoint-epoch(\d+)\.pt$")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(fh)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a truncated file at ``path``."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def checkpoint_path(directory: str | os.PathLike, epoch: int) -> Path:

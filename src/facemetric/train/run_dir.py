@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,25 +21,7 @@ from typing import Any
 
 import yaml
 
-from facemetric.train.checkpoint import atomic_write_bytes
-
-
-def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """``{"revision": sha or None, "dirty": bool or None}`` of the repository holding ``path``."""
-    cwd = Path(path) if path else Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-        if sha.returncode != 0:
-            return {"revision": None, "dirty": None}
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=10,
-        )
-        return {"revision": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"revision": None, "dirty": None}
+from facemetric.io import atomic_write_bytes, git_revision
 
 
 class RunDir:
