@@ -119,3 +119,54 @@ def test_no_decay_group_really_not_decayed():
     opt.step()
     assert torch.equal(lin.bias, b0)
     assert torch.allclose(lin.weight, w0 * 0.5)
+
+
+def _zero_grad_step(opt, modules):
+    for m in modules:
+        for p in m.parameters():
+            p.grad = torch.zeros_like(p)
+    opt.step()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_training_optimizer_does_not_decay_scales_biases_or_norms(name):
+    """Bug 2: build_experiment passed one flat group, so a zero-gradient step moved alpha."""
+    from facemetric.train.config import load_config
+    from facemetric.train.experiment import build_experiment
+
+    cfg = load_config(None, [
+        "loss.name=l2-softmax", "loss.alpha=4.0", "loss.learn_alpha=true",
+        f"optimizer.name={name}", "optimizer.lr=0.5", "optimizer.weight_decay=0.5",
+        "schedule.name=constant", "data.input_size=8",
+    ])
+    exp = build_experiment(cfg, None, progress=False)
+    model, loss = exp.model, exp.loss
+    before = {n: p.detach().clone() for n, p in [*model.named_parameters(), *loss.named_parameters()]}
+    _zero_grad_step(exp.trainer.optimizer, [model, loss])
+    after = dict([*model.named_parameters(), *loss.named_parameters()])
+    unchanged = [n for n in before if n == "alpha" or n.endswith("bias") or before[n].ndim <= 1]
+    assert "alpha" in unchanged and any(n.endswith("bias") for n in unchanged)
+    for n in unchanged:
+        assert torch.equal(after[n], before[n]), n
+    moved = [n for n in before if before[n].ndim >= 2]
+    assert moved and "classifier.weight" in moved  # the class-weight matrix is decayed
+    for n in moved:
+        assert not torch.equal(after[n], before[n]), n
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_modules_given_to_build_optimizer_are_split_by_the_decay_rule(name):
+    from facemetric.losses import build_loss
+
+    net = _Net()
+    head = build_loss("arcface", embedding_dim=2, num_classes=3, learn_scale=True)
+    opt = build_optimizer(name, [net, head], lr=0.5, weight_decay=0.5)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.0]
+    kept = [net.bn.weight, net.bn.bias, net.ln.weight, net.conv.bias, net.fc.bias, net.scale, head.scale]
+    moved = [net.conv.weight, net.fc.weight, head.weight]
+    old_kept = [p.detach().clone() for p in kept]
+    old_moved = [p.detach().clone() for p in moved]
+    _zero_grad_step(opt, [net, head])
+    assert all(torch.equal(p, q) for p, q in zip(kept, old_kept, strict=True))
+    assert not any(torch.equal(p, q) for p, q in zip(moved, old_moved, strict=True))
+    assert all(net.frozen.weight is not p for g in opt.param_groups for p in g["params"])

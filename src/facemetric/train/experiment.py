@@ -181,12 +181,11 @@ def build_experiment(
     if head_init == "class_means" or (head_init == "auto" and init is not None):
         _init_head_from_class_means(model, loss, data.train)
     sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
-    params = [p for p in list(model.parameters()) + list(loss.parameters()) if p.requires_grad]
     opt_cfg = config["optimizer"]
     if "lr" not in opt_cfg:
         raise ConfigError("config: 'optimizer.lr' is required")
-    optimizer = build_optimizer(
-        opt_cfg["name"], params, lr=float(opt_cfg["lr"]),
+    optimizer = build_optimizer(  # the modules: no weight decay on biases, norms and scales
+        opt_cfg["name"], [model, loss], lr=float(opt_cfg["lr"]),
         weight_decay=float(opt_cfg.get("weight_decay", 0.0)), **options(opt_cfg, "lr", "weight_decay"),
     )
     sched_cfg = config["schedule"]

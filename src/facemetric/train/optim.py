@@ -4,6 +4,11 @@
 :data:`OPTIMIZERS` and validates every option; any problem is a one-line
 :class:`~facemetric.errors.ConfigError` of the form ``optimizer.<field>: ...``.
 
+``params`` may be modules (``[model, loss]``): the builder then splits their parameters
+itself with :func:`param_groups_no_decay`, so weight decay reaches only weight matrices and
+convolution kernels (the rule is stated there). Pass tensors or param-group dicts to decay
+exactly what you give.
+
 Registered: ``sgd`` (momentum 0.9 by default, optional Nesterov), ``adam``, ``adamw``
 (decoupled weight decay), ``adagrad``, ``rmsprop``. davidsandberg/facenet's RMSProp is TF's
 ``RMSPropOptimizer(decay=0.9, momentum=0.9, epsilon=1.0)``; the torch equivalents are
@@ -138,15 +143,17 @@ def _rmsprop(params: Any, lr: float, weight_decay: float, alpha: float = 0.99,
 # ----------------------------------------------------------------------------- public API
 def build_optimizer(
     name: str,
-    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    params: nn.Module | Iterable[nn.Module] | Iterable[torch.Tensor] | Iterable[dict[str, Any]],
     lr: float,
     weight_decay: float = 0.0,
     **options: Any,
 ) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` over ``params`` (tensors or param-group dicts).
+    """Build optimizer ``name`` over ``params``.
 
-    ``lr`` and ``weight_decay`` are the defaults for groups that do not set their own
-    (see :func:`param_groups_no_decay`). Unknown names/options or bad values -> ConfigError.
+    ``params``: a module or modules (split into a decayed and a non-decayed group by
+    :func:`param_groups_no_decay`; this is what training uses), or tensors / param-group
+    dicts taken as given. ``lr`` and ``weight_decay`` are the defaults for groups that do not
+    set their own. Unknown names/options or bad values -> ConfigError.
     """
     if str(name).lower() not in OPTIMIZERS:
         raise ConfigError(
@@ -162,9 +169,15 @@ def build_optimizer(
                 f"optimizer.{key}: unknown option for {str(name).lower()!r}; expected one of: "
                 f"lr, weight_decay, {', '.join(allowed)}"
             )
-    lr = _number("lr", lr)
+    lr = _number("lr", lr, lo_open=True)
     weight_decay = _number("weight_decay", weight_decay)
+    if isinstance(params, nn.Module):
+        params = [params]
     params = list(params)
+    if params and all(isinstance(m, nn.Module) for m in params):
+        params = param_groups_no_decay(params, weight_decay)
+    elif any(isinstance(m, nn.Module) for m in params):
+        raise TypeError("build_optimizer: params mixes modules with tensors/param groups")
     if not params:
         raise ConfigError("optimizer: there are no trainable parameters to optimize")
     for i, group in enumerate(params):
@@ -181,29 +194,43 @@ def build_optimizer(
         raise ConfigError(f"optimizer.{str(name).lower()}: {msg}") from None
 
 
-def param_groups_no_decay(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split ``module``'s trainable parameters into two param groups.
+def decays(module: nn.Module, param_name: str, param: torch.Tensor) -> bool:
+    """Whether ``param`` (called ``param_name`` directly inside ``module``) gets weight decay.
 
-    Weight decay stays on for weight matrices/kernels (``ndim >= 2``) and is turned off
-    (``weight_decay=0``) for biases, every parameter of a normalization layer (BatchNorm,
-    InstanceNorm, LayerNorm, GroupNorm, RMSNorm) and any other 1-D or scalar parameter
-    (e.g. a learnable softmax scale). Decaying those only pulls shifts/gains towards 0 and is
-    commonly skipped. Returns ``[{"params": decay, "weight_decay": weight_decay},
-    {"params": no_decay, "weight_decay": 0.0}]`` without empty groups; shared parameters
-    appear once.
+    The rule (insightface's ``arcface_torch`` and timm's: decay what multiplies the input):
+    weight matrices and convolution kernels (``ndim >= 2``) are decayed, including the
+    class-weight matrix of a classifier head (softmax, L2-softmax, center loss's softmax part,
+    NormFace/SphereFace/CosFace/ArcFace weights). Not decayed: biases, every parameter of a
+    normalization layer (BatchNorm, InstanceNorm, LayerNorm, GroupNorm, RMSNorm, and 1-D
+    affine gains/shifts such as dlib's), and scalars such as L2-softmax's learnable ``alpha``
+    or a head's learnable ``scale`` -- decay would only drag a gain, shift or scale towards
+    0 and fight the loss. Center loss's centers are a buffer (updated by the paper's rule, not
+    by the optimizer) and never reach the optimizer.
     """
+    return not (isinstance(module, _NORM_TYPES) or param_name.endswith("bias") or param.ndim <= 1)
+
+
+def param_groups_no_decay(
+    module: nn.Module | Iterable[nn.Module], weight_decay: float
+) -> list[dict[str, Any]]:
+    """Split the trainable parameters of ``module`` (or several modules) into two groups.
+
+    Weight decay stays on where :func:`decays` says so and is 0 elsewhere. Returns
+    ``[{"params": decay, "weight_decay": weight_decay},
+    {"params": no_decay, "weight_decay": 0.0}]`` without empty groups; a parameter shared by
+    several modules appears once.
+    """
+    modules = [module] if isinstance(module, nn.Module) else list(module)
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
-    for mod in module.modules():
-        for pname, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            if isinstance(mod, _NORM_TYPES) or pname.endswith("bias") or p.ndim <= 1:
-                no_decay.append(p)
-            else:
-                decay.append(p)
+    for top in modules:
+        for mod in top.modules():
+            for pname, p in mod.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                (decay if decays(mod, pname, p) else no_decay).append(p)
     groups: list[dict[str, Any]] = []
     if decay:
         groups.append({"params": decay, "weight_decay": float(weight_decay)})
