@@ -1,26 +1,28 @@
 """``facemetric embed`` (embeddings of an identity folder, saved once) and ``facemetric
 identification`` (closed-set rank-k / CMC and open-set DIR@FAR on a gallery/probe split).
-Thin wrappers over :func:`facemetric.eval.embedding_set.embed_identity_folder` and
-:func:`facemetric.eval.identification.identification_report`."""
+Thin wrappers over :func:`facemetric.eval.embedding_set.embed_identity_folder`,
+:func:`facemetric.eval.identification.identification_report` and
+:func:`facemetric.eval.identification_output.save_identification_report`: plain functions,
+registered in :mod:`facemetric.cli.main`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from facemetric.cli.gallery_commands import app, people_path
+from facemetric.cli.options import (
+    DataOpt,
+    FlipOpt,
+    MinImagesOpt,
+    ModelOpt,
+    PeopleOpt,
+    PerIdentityOpt,
+    QuietOpt,
+    people_path,
+)
 from facemetric.errors import FacemetricError
-
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", "-m", help="pretrained name, model artifact or run directory")
-]
-DataOpt = Annotated[Path | None, typer.Option("--data", "-d", help="identity folder ROOT/<name>/<photo>")]
-MinImagesOpt = Annotated[int, typer.Option("--min-images", help="only identities with at least N photos")]
-PeopleOpt = Annotated[Path | None, typer.Option("--people", help="only the people of this LFW people file (may be relative to --data)")]
-PerIdentityOpt = Annotated[int | None, typer.Option("--per-identity", help="only the first N photos (by name) of each identity")]
 
 
 def load_or_embed(
@@ -46,7 +48,6 @@ def load_or_embed(
     )
 
 
-@app.command()
 def embed(
     model: ModelOpt = None,
     data: DataOpt = None,
@@ -54,9 +55,9 @@ def embed(
     min_images: MinImagesOpt = 1,
     people: PeopleOpt = None,
     per_identity: PerIdentityOpt = None,
-    flip: Annotated[bool, typer.Option("--flip", help="flip test-time augmentation")] = False,
+    flip: FlipOpt = False,
     batch_size: Annotated[int, typer.Option(help="photos per forward pass")] = 64,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed every photo of an identity folder once; identification and clustering reuse the file.
 
@@ -80,7 +81,6 @@ def embed(
         typer.echo(f"alignment: {a['detected']} detected, {a['center_box']} centre-box fallbacks, {a['several_faces']} with several faces")
 
 
-@app.command()
 def identification(
     embeddings: Annotated[Path | None, typer.Option("--embeddings", "-e", help="embeddings file from facemetric embed")] = None,
     model: ModelOpt = None,
@@ -102,7 +102,7 @@ def identification(
     open-set DIR@FAR (non-mated probes: identities with at most --n-enrol photos, and any held out).
     """
     from facemetric.eval.identification import identification_report
-    from facemetric.train.checkpoint import atomic_write_bytes
+    from facemetric.eval.identification_output import save_identification_report
 
     if by not in ("max", "mean"):
         raise FacemetricError(f"--by: expected max or mean, got {by!r}")
@@ -130,10 +130,5 @@ def identification(
     if r["dir_at_far_skipped"]:
         typer.echo(f"DIR@FAR skipped at {', '.join(r['dir_at_far_skipped'])}: too few non-mated probes")
     if out is not None:
-        from facemetric.report.plots import cmc_plot
-
-        r = {"embeddings": None if embeddings is None else str(embeddings), "model": s.meta.get("model"), **r}
-        atomic_write_bytes(out, json.dumps(r, indent=2).encode())
-        cmc_plot({str(s.meta.get("model") or "model"): r["cmc"]}, out.with_name(out.stem + "-cmc.png"),
-                 title=f"CMC, {p['enrolled_identities']:.0f} identities")
+        save_identification_report(r, out, embeddings=embeddings, model=s.meta.get("model"))
         typer.echo(f"report: {out}")

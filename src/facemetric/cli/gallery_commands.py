@@ -1,6 +1,6 @@
 """Gallery and clustering commands of the ``facemetric`` CLI: ``enroll``, ``identify``,
-``gallery list|remove`` and ``cluster``. Registered on :data:`facemetric.cli.main.app` (imported
-at the bottom of ``main.py``); errors are :class:`~facemetric.errors.FacemetricError` (one line,
+``gallery list|remove|calibrate`` and ``cluster``: plain functions, registered explicitly in
+:mod:`facemetric.cli.main` (this module does not import it); errors are :class:`~facemetric.errors.FacemetricError` (one line,
 exit 2).
 
 Thresholds are cosine similarities of L2-normalised embeddings (the gallery's scores). By
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,25 +22,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from facemetric.cli.options import people_path
 from facemetric.errors import FacemetricError
-
-
-def _main_app() -> typer.Typer:
-    """The CLI's app. Under ``python -m facemetric.cli.main`` that module runs as ``__main__``
-    (importing ``facemetric.cli.main`` again would make a second app that is never run)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == "facemetric.cli.main":
-        return main.app  # type: ignore[union-attr]
-    from facemetric.cli.main import app as cli_app
-
-    return cli_app
-
-
-app = _main_app()
-
-gallery_app = typer.Typer(help="Inspect and edit a gallery.", no_args_is_help=True)
-app.add_typer(gallery_app, name="gallery")
 
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", help="pretrained name, model artifact or run directory")
@@ -72,13 +54,6 @@ def embed_paths(embedder: Any, paths: list[Path], batch_size: int = 32, quiet: b
     r = embed_files(embedder, paths, batch_size=batch_size, progress=not quiet)
     by_name = {os.fspath(p): Path(p) for p in paths}
     return r.embeddings, [by_name[k] for k in r.kept], {by_name[k]: why for k, why in r.skipped.items()}
-
-
-def people_path(people: Path | None, root: Path) -> Path | None:
-    """An LFW people file as given, or relative to the data folder ``root`` when only there."""
-    if people is None or people.is_file() or not (root / people).is_file():
-        return people
-    return root / people
 
 
 def _threshold_hint(exc: FacemetricError) -> FacemetricError:
@@ -115,7 +90,6 @@ def _open_gallery(path: Path):
 
 
 # --------------------------------------------------------------------------- enroll
-@app.command()
 def enroll(
     gallery: GalleryOpt,
     images: Annotated[list[Path] | None, typer.Argument(help="photos of --identity")] = None,
@@ -190,7 +164,6 @@ def enroll(
 
 
 # --------------------------------------------------------------------------- identify
-@app.command()
 def identify(
     images: Annotated[list[Path], typer.Argument(help="probe photos")],
     gallery: GalleryOpt,
@@ -257,7 +230,6 @@ def identify(
 
 
 # --------------------------------------------------------------------------- gallery list / remove
-@gallery_app.command("list")
 def gallery_list(gallery: GalleryOpt) -> None:
     """Identities with their image counts."""
     from facemetric.gallery.model import model_label
@@ -269,7 +241,6 @@ def gallery_list(gallery: GalleryOpt) -> None:
             typer.echo(f"{r.name}\t{r.num_images}")
 
 
-@gallery_app.command("remove")
 def gallery_remove(
     gallery: GalleryOpt,
     identity: Annotated[str | None, typer.Option("--identity", "-i", help="remove this identity and its images")] = None,
@@ -289,7 +260,6 @@ def gallery_remove(
             typer.echo(f"removed {n} images")
 
 
-@gallery_app.command("calibrate")
 def gallery_calibrate(
     gallery: GalleryOpt,
     folder: Annotated[Path, typer.Option("--folder", help="labelled probe photos ROOT/<name>/<photo>, not enrolled: photos of enrolled people give genuine scores, the others impostor scores")],
@@ -335,7 +305,6 @@ def _find_images(folder: Path) -> list[Path]:
     )
 
 
-@app.command()
 def cluster(
     folder: Annotated[Path | None, typer.Argument(help="folder of photos (searched recursively); optional with --embeddings")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory (clusters.csv, index.html, thumbs/)")] = Path("clusters"),

@@ -1,225 +1,236 @@
-"""``facemetric`` entry point. Each command parses its arguments and calls the Python API;
-user errors (:class:`~facemetric.errors.FacemetricError`) print one line and exit with 2."""
+"""``facemetric`` entry point: the typer app, every command registered explicitly in one place,
+and :func:`main`, which turns every failure into one line on stderr.
+
+Exit status and what is printed on stderr:
+
+- ``0``: done; ``facemetric`` (or ``facemetric gallery``) with no arguments prints the help on
+  stdout and exits 0, like ``--help``.
+- ``2``: a user error, one line ``error: ...``: a :class:`~facemetric.errors.FacemetricError`
+  (naming the file or field and what was expected); a usage error (``error: Missing argument
+  'IMAGE_A'. (facemetric verify --help)``); an ``OSError`` naming a path (``<path>: permission
+  denied`` / ``is a directory`` / ``symlink loop`` / ``file not found``); a text file that is
+  not UTF-8.
+- ``1``: ``error: out of memory ...`` (``MemoryError``), or ``error: internal error <Type>:
+  <message> (set FACEMETRIC_DEBUG=1 for the traceback)`` for any other exception (a bug);
+  with ``FACEMETRIC_DEBUG=1`` the exception propagates with its traceback.
+- ``130``: interrupted (Ctrl-C): ``interrupted`` (``train`` first prints how to resume).
+
+Works with typer that vendors click (``typer._click``, no ``click`` module) and with older
+typer on top of click.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
 import typer
 
+from facemetric.cli import embedding_commands, gallery_commands, model_commands
+from facemetric.cli.options import display_path
 from facemetric.errors import FacemetricError
 
+try:  # typer >= 0.16 vendors click as typer._click
+    from typer._click.exceptions import ClickException, UsageError
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError
+except ImportError:  # older typer on top of click
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
+
+    try:
+        from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelpError  # type: ignore[no-redef]
+    except ImportError:  # click < 8.2 prints the help itself and exits 0
+        _NoArgsIsHelpError = None  # type: ignore[assignment,misc]
+from typer import Abort, Exit  # typer's own, or click's re-exported by an older typer
+
+PROG = "facemetric"
+DEBUG_ENV = "FACEMETRIC_DEBUG"
+MAX_MESSAGE = 400
+
 app = typer.Typer(
-    name="facemetric",
+    name=PROG,
     help="Discriminative face embeddings: train, evaluate, verify, demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+gallery_app = typer.Typer(name="gallery", help="Inspect and edit a gallery.", no_args_is_help=True)
+
+# ---------------------------------------------------------------- registration (the one place)
+app.command("demo")(model_commands.demo)
+app.command("train")(model_commands.train)
+app.command("evaluate")(model_commands.evaluate)
+app.command("verify")(model_commands.verify)
+app.command("embed")(embedding_commands.embed)
+app.command("identification")(embedding_commands.identification)
+app.command("enroll")(gallery_commands.enroll)
+app.command("identify")(gallery_commands.identify)
+gallery_app.command("list")(gallery_commands.gallery_list)
+gallery_app.command("remove")(gallery_commands.gallery_remove)
+gallery_app.command("calibrate")(gallery_commands.gallery_calibrate)
+app.add_typer(gallery_app, name="gallery")
+app.command("cluster")(gallery_commands.cluster)
+app.command("models")(model_commands.models)
+app.command("losses")(model_commands.losses)
 
 
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="output directory for report.json/.html and figures")] = Path("runs/demo"),
-    epochs: Annotated[int | None, typer.Option(help="epochs per loss (default: the recipe's)")] = None,
-    loss: Annotated[list[str] | None, typer.Option("--loss", help="only these variants (repeatable); also normface, sphereface, cosface, arcface")] = None,
-    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
-) -> None:
-    """Train LeNets++ (2-D features) on the embedded digits with each founding loss; report.
-
-    ``--loss arcface`` (cosface, sphereface, normface) adds a normalised head to the comparison.
-    """
-    from facemetric.demo import DEMO_VARIANTS, EXTRA_VARIANTS, run_demo
-
-    known = [n for n, _, _ in DEMO_VARIANTS + EXTRA_VARIANTS]
-    for name in loss or []:
-        if name not in known:
-            raise FacemetricError(f"--loss: unknown variant {name!r}; expected one of {', '.join(known)}")
-    report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet)
-    typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12} space")
-    for name, r in report["losses"].items():
-        typer.echo(
-            f"{name:<20} {r['accuracy']:7.4f} {r['val_at_far_1e-3']:9.4f} {r['auc']:7.4f} "
-            f"{r['eer']:7.4f} {r['intra_inter_ratio']:12.4f} {r['feature_space']}"
-        )
-    typer.echo(f"report: {out / 'report.html'} ({report['total_seconds']:.0f} s)")
+# ---------------------------------------------------------------- one-line errors
+def one_line(text: Any) -> str:
+    """``text`` as one printable line: whitespace runs (newlines included) become one space,
+    undecodable file-name bytes show as ``\\xNN``, and it is cut at :data:`MAX_MESSAGE` chars."""
+    s = " ".join(str(text).split())
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return s if len(s) <= MAX_MESSAGE else s[: MAX_MESSAGE - 3] + "..."
 
 
-@app.command()
-def train(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML recipe (configs/*.yaml)")] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides")] = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="run directory (default runs/<name>-<time>)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --run-dir from its newest checkpoint")] = False,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-) -> None:
-    """Train a model from a YAML config plus key=value overrides."""
-    from facemetric.train.experiment import run_experiment
-
-    if resume and run_dir is None:
-        raise FacemetricError("--resume needs --run-dir (the run to continue)")
-    result = run_experiment(config, overrides=list(overrides or []), run_dir=run_dir, resume=resume, progress=not quiet)
-    val = result.final.get("val")
-    if val:
-        typer.echo(
-            f"val accuracy {val['accuracy_mean']:.4f} ± {val['accuracy_std']:.4f}, "
-            f"VAL@FAR={val['far_target']:g}: {val['val']:.4f}, AUC {val['auc']:.4f}, EER {val['eer']:.4f}"
-        )
-    typer.echo(f"run directory: {result.run_dir}")
+def _error(message: str) -> None:
+    typer.echo(f"error: {one_line(message)}", err=True)
 
 
-@app.command()
-def evaluate(
-    model: Annotated[str, typer.Option("--model", "-m", help="model artifact or run directory")],
-    data: Annotated[Path, typer.Option("--data", "-d", help="image root (identity folders)")],
-    pairs: Annotated[Path, typer.Option("--pairs", "-p", help="LFW-format pairs file (may be relative to --data)")],
-    flip: Annotated[bool, typer.Option("--flip", help="flip test-time augmentation")] = False,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="write the JSON report (and an ROC PNG beside it)")] = None,
-    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
-    quality: Annotated[
-        bool,
-        typer.Option(
-            "--quality",
-            help="feature norm as face quality: correlation with correctness and an "
-            "error-versus-reject curve (JSON 'quality' section, <out stem>-quality.png)",
-        ),
-    ] = False,
-    face_select: Annotated[
-        str | None,
-        typer.Option(help="models that align photos: which face when several are found (largest, center, score)"),
-    ] = None,
-) -> None:
-    """Verification (LFW protocol) of a saved model on a pairs file."""
-    from facemetric.eval.evaluate_model import evaluate_model
-
-    r = evaluate_model(
-        model, data, pairs, flip=flip, out=out, batch_size=batch_size, progress=not quiet,
-        quality=quality, face_select=face_select,
-    )
-    typer.echo(
-        f"accuracy {r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}  VAL@FAR={r['far_target']:g}: "
-        f"{r['val']:.4f} ± {r['val_std']:.4f}  AUC {r['auc']:.4f}  EER {r['eer']:.4f}  "
-        f"({r['num_pairs']} pairs, {r['num_images']} images)"
-    )
-    if quality:
-        typer.echo(quality_summary(r["quality"]))
-    if "alignment" in r:
-        a = r["alignment"]["counts"]
-        typer.echo(f"alignment: {a['detected']} of {a['images']} images detected, {a['center_box']} centre-box fallbacks, {a['several_faces']} with several faces")
-    if out is not None:
-        typer.echo(f"report: {out}")
+def usage_line(exc: Any) -> str:
+    """A click/typer usage error as ``<message> (<command path> --help)``."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or PROG
+    return f"{one_line(exc.format_message())} ({command} --help)"
 
 
-def quality_summary(q: dict) -> str:
-    """One line: the rank correlation and accuracy before/after rejecting 20% (or the largest
-    fraction below it) of the lowest-norm pairs, with the random-rejection baseline."""
-    curve = q["curve"]
-    base = curve[0]
-    below = [p for p in curve if p["reject_fraction"] <= 0.2 + 1e-12]
-    at = below[-1] if below else curve[-1]
-    rho = "undefined" if q["spearman"] is None else f"{q['spearman']:.3f}"
-    return (
-        f"quality: spearman(norm, correct)={rho}; accuracy {base['norm']['accuracy']:.4f} -> "
-        f"{at['norm']['accuracy']:.4f} after rejecting {at['reject_fraction']:.0%} lowest-norm "
-        f"pairs (random: {at['random']['accuracy']:.4f})"
-    )
+_OS_REASONS = {
+    errno.ENOENT: "file not found",
+    errno.EISDIR: "is a directory",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.ELOOP: "symlink loop",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EEXIST: "already exists",
+    errno.ENOTEMPTY: "directory not empty",
+}
 
 
-@app.command()
-def verify(
-    image_a: Annotated[Path, typer.Argument(help="first photo")],
-    image_b: Annotated[Path, typer.Argument(help="second photo")],
-    model: Annotated[str, typer.Option("--model", "-m", help="pretrained name, model artifact or run directory")] = "dlib-resnet-v1",
-    threshold: Annotated[float | None, typer.Option(help="decision threshold (default: the model card's)")] = None,
-    flip: Annotated[bool, typer.Option("--flip", help="flip test-time augmentation")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    center_fallback: Annotated[bool, typer.Option("--center-fallback", help="when no face is detected, align the centre of the photo instead of failing")] = False,
-) -> None:
-    """Are two photos the same person? Prints the distance, the threshold and the decision.
-
-    Photos are detected and aligned as the model card says (dlib-resnet-v1: dlib's HOG detector,
-    5 landmarks, 150x150 chip); a photo without a detectable face is an error unless
-    ``--center-fallback``.
-    """
-    import json
-
-    from facemetric.inference import load_model
-
-    for path in (image_a, image_b):
-        if not path.is_file():
-            raise FacemetricError(f"{path}: file not found")
-    embedder = load_model(model)
-    if embedder.aligner is not None and not center_fallback:
-        embedder.aligner.fallback = None
-    result = embedder.verify(str(image_a), str(image_b), threshold=threshold, flip=flip)
-    result = {"a": str(image_a), "b": str(image_b), "model": model, **result}
-    result["distance_kind"] = embedder.card.get("distance", "squared_l2")
-    if embedder.aligner is not None:
-        result["center_fallback_used"] = embedder.aligner.counts["center_box"]
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    verdict = "same person" if result["same"] else "different people"
-    typer.echo(
-        f"{verdict}: {result['distance_kind']} distance {result['distance']:.4f} "
-        f"{'<' if result['same'] else '>='} threshold {result['threshold']:.4f}"
-    )
+def os_error_line(exc: OSError) -> str | None:
+    """``"<path>: <reason>"`` for an ``OSError`` that names a path (``None`` when it names none:
+    such an error is not about a user's file and is reported as an internal error)."""
+    if exc.filename is None:
+        return None
+    reason = _OS_REASONS.get(exc.errno or -1) or exc.strerror or type(exc).__name__
+    line = f"{display_path(exc.filename)}: {reason}"
+    if exc.filename2 is not None:
+        line += f" ({display_path(exc.filename2)})"
+    return line
 
 
-@app.command()
-def models() -> None:
-    """List the registered backbones with parameters and FLOPs at their default input size."""
-    from facemetric.models import MODELS, model_summary
+def _file_in_traceback(exc: BaseException) -> str | None:
+    """The file being read when ``exc`` was raised: the innermost frame holding an open text
+    file (``.name``) or running ``Path.read_text`` / ``read_bytes``."""
+    tb = exc.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        if frame.f_code.co_name in ("read_text", "open") and isinstance(frame.f_locals.get("self"), Path):
+            return os.fspath(frame.f_locals["self"])
+        for value in frame.f_locals.values():
+            if isinstance(value, io.TextIOWrapper) and isinstance(getattr(value, "name", None), str):
+                return value.name
+    return None
 
-    typer.echo(f"{'model':<22} {'input':>9} {'dim':>5} {'parameters':>13} {'GFLOPs':>8}")
-    for name in MODELS.names():
-        s = model_summary(name)
-        h, w = s["input_size"]
-        typer.echo(
-            f"{name:<22} {f'{h}x{w}':>9} {s['embedding_dim']:>5} {s['parameters']:>13,d} "
-            f"{s['flops'] / 1e9:>8.3f}"
-        )
-    typer.echo("FLOPs = 2 x multiply-accumulates, batch of 1.")
+
+def unicode_error_line(exc: UnicodeDecodeError) -> str:
+    """``"<file>: not valid UTF-8 text (byte 0xNN at position P)"``."""
+    bad = exc.object[exc.start : exc.start + 1] if isinstance(exc.object, bytes | bytearray) else b""
+    where = f"byte 0x{bad.hex()} at position {exc.start}" if bad else f"position {exc.start}"
+    name = _file_in_traceback(exc)
+    return f"{display_path(name) + ': ' if name else ''}not valid {exc.encoding.upper()} text ({where})"
 
 
-@app.command()
-def losses() -> None:
-    """List the registered losses and heads."""
-    from facemetric.losses import LOSSES
+def _exit_code(rv: Any) -> int:
+    """typer without standalone mode returns ``Exit``'s code (e.g. 130 after Ctrl-C, 0 after
+    ``--help``) or the command's return value (``None`` here)."""
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
-    names = LOSSES.names()
-    width = max(len(n) for n in names) + 2
-    for name in names:
-        doc = (LOSSES.get(name).__doc__ or "").strip().splitlines()
-        typer.echo(f"{name:<{width}}{doc[0] if doc else ''}")
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit status (see the
+    module docstring); errors are printed, never raised, unless ``FACEMETRIC_DEBUG=1``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    try:
+        code = _exit_code(app(args=args, prog_name=PROG, standalone_mode=False))
+    except FacemetricError as exc:
+        _error(str(exc))
+        return 2
+    except (KeyboardInterrupt, Abort):
+        code = 130
+    except Exit as exc:  # older typer/click raise it instead of returning its code
+        code = int(getattr(exc, "exit_code", 0) or 0)
+    except ClickException as exc:
+        if _NoArgsIsHelpError is not None and isinstance(exc, _NoArgsIsHelpError):
+            typer.echo(exc.format_message())
+            return 0
+        if isinstance(exc, UsageError):
+            _error(usage_line(exc))
+            return 2
+        _error(exc.format_message())
+        return int(getattr(exc, "exit_code", 1) or 1)
+    except BrokenPipeError:  # e.g. `facemetric models | head -1`
+        _quiet_stdout()
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        _error("out of memory (the input is too large for this machine; set FACEMETRIC_DEBUG=1 for the traceback)")
+        return 1
+    except OSError as exc:
+        line = os_error_line(exc)
+        if debug or line is None:
+            return _internal(exc, debug)
+        _error(line)
+        return 2
+    except UnicodeDecodeError as exc:
+        if debug:
+            raise
+        _error(unicode_error_line(exc))
+        return 2
+    except Exception as exc:
+        return _internal(exc, debug)
+    if code == 130:
+        typer.echo("interrupted", err=True)
+    return code
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        raise exc
+    _error(f"internal error {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)")
+    return 1
+
+
+def _quiet_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        app(args=argv, standalone_mode=False)
-    except FacemetricError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; the newest checkpoint is kept (resume with --resume)", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
+    """Console entry point: :func:`run`, then ``sys.exit`` with its status when it is not 0
+    (returns normally on success, so tests may call ``main([...])`` in-process)."""
+    for stream in (sys.stdout, sys.stderr):  # never die printing an undecodable file name
+        try:
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
+    code = run(argv)
+    if code:
+        sys.exit(code)
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
-
-
-from facemetric.cli import embedding_commands, gallery_commands  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
