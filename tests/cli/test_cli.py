@@ -50,7 +50,7 @@ def test_train_then_resume(tmp_path):
         (["demo", "--loss", "nope"], "unknown variant"),
         (["evaluate", "--model", "no/model", "--data", ".", "--pairs", "p.txt"], "p.txt: pair file not found"),
         (["train", "--config", "configs/lfw-view1-center.yaml", "data.root=no/such/folder"],
-         "no/such/folder: dataset folder not found"),
+         "no/such/folder does not exist"),  # "data.root: <cwd>/no/such/folder does not exist"
     ],
 )
 def test_errors_are_one_line(args, msg):
