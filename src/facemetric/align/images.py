@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facemetric.data.image_io import convert_image, flatten_alpha, read_image
 from facemetric.errors import FacemetricError
 
 #: What the alignment functions accept as one image.
@@ -24,18 +25,17 @@ def _describe(obj: Any) -> str:
 def to_rgb(image: ImageInput, name: str = "image") -> np.ndarray:
     """One image as a C-contiguous RGB uint8 ``[H, W, 3]`` array.
 
-    Paths are decoded with :func:`facemetric.data.image_io.read_image` (an unreadable file
-    raises a one-line :class:`~facemetric.errors.DataError` naming it); PIL images are
-    converted to RGB; arrays must be uint8 ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or
-    ``[H, W, 4]`` (RGBA, alpha dropped).
+    Paths are decoded with :func:`facemetric.data.image_io.read_image` (the project's one
+    loader and its policy: EXIF orientation, 16-bit scaling, size limits, blank images refused;
+    an unusable file raises a one-line :class:`~facemetric.errors.DataError` naming it); PIL
+    images go through :func:`facemetric.data.image_io.convert_image` (orientation and modes);
+    arrays must be uint8 ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (RGB) or ``[H, W, 4]`` (RGBA,
+    composited on white as the loader does).
     """
     if isinstance(image, (str, os.PathLike)):
-        # imported here: facemetric.data's package init pulls in torch
-        from facemetric.data.image_io import read_image
-
         return read_image(image, mode="RGB")
     if isinstance(image, Image.Image):
-        return np.array(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+        return np.array(convert_image(image, "RGB"), dtype=np.uint8)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise FacemetricError(f"{name}: expected a uint8 image array, got {_describe(image)}")
@@ -49,7 +49,7 @@ def to_rgb(image: ImageInput, name: str = "image") -> np.ndarray:
         if image.shape[2] == 1:
             image = np.repeat(image, 3, axis=2)
         elif image.shape[2] == 4:
-            image = image[:, :, :3]
+            image = flatten_alpha(image)
         return np.ascontiguousarray(image)
     raise FacemetricError(
         f"{name}: expected a file path, a PIL image or a uint8 array, got {_describe(image)}"

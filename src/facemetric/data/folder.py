@@ -4,11 +4,19 @@ Only sub-directories of ``root`` are identities (files beside them, such as LFW'
 ``.txt`` files or a ``README``, are ignored); identities are sorted by name and get labels
 ``0..K-1`` in that order; images are sorted by file name within each identity. Hidden files
 (names starting with ``.``) are ignored.
+
+What cannot be used is *skipped and counted*, never a traceback: identity folders that are
+symlink loops, broken links, unreadable, not valid UTF-8 names, or a second link to a folder
+already listed under another name; photos as
+:func:`facemetric.data.image_io.scan_images` skips them (a directory named ``x.jpg``, symlink
+loops, broken links, unreadable/empty/non-regular files, names that are not valid UTF-8).
+``IdentityFolder.skip_report()`` lists them printably.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from facemetric.data.image_io import IMAGE_EXTENSIONS, list_images, verify_image
+from facemetric.data.image_io import (
+    IMAGE_EXTENSIONS,
+    Skip,
+    SkipKind,
+    display_path,
+    file_skip,
+    is_valid_name,
+    scan_images,
+    verify_image,
+)
 from facemetric.errors import DataError
 
 
@@ -109,7 +126,9 @@ class IdentityFolder:
         extensions: image file extensions (case-insensitive).
 
     Attributes: ``classes`` (names, label order), ``samples`` (``(path, label)``), ``paths``,
-    ``labels`` (LongTensor), ``num_classes``, ``skipped_paths``.
+    ``labels`` (LongTensor), ``num_classes``, ``skipped_paths`` (skipped folders and photos, in
+    listing order), ``skip_reasons`` / ``skip_kinds`` (per skipped path); ``skip_report()``
+    gives them printable, ``summary()`` counts them (``skipped``, ``skipped_by_kind``).
     """
 
     def __init__(
@@ -121,18 +140,27 @@ class IdentityFolder:
         extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     ) -> None:
         self.root = Path(root)
-        if not self.root.exists():
-            raise DataError(f"{self.root}: dataset folder not found")
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: expected a folder of identity sub-folders, got a file")
+        problem = file_skip(self.root)
+        if problem is None or self.root.is_file():
+            raise DataError(
+                f"{display_path(self.root)}: expected a folder of identity sub-folders, got a file"
+            )
+        if problem.kind is SkipKind.MISSING:
+            raise DataError(f"{display_path(self.root)}: dataset folder not found")
+        if problem.kind is not SkipKind.DIRECTORY:
+            raise DataError(f"{display_path(self.root)}: dataset folder: {problem.reason}")
         if isinstance(min_images, bool) or not isinstance(min_images, (int, np.integer)) or min_images < 1:
             raise DataError(f"min_images: expected a positive integer, got {min_images!r}")
         self.min_images = int(min_images)
 
-        folders = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        self.skipped_paths: list[Path] = []
+        self.skip_reasons: dict[Path, str] = {}
+        self.skip_kinds: dict[Path, SkipKind] = {}
+        folders = self._identity_folders()
         if not folders:
             raise DataError(
-                f"{self.root}: no identity sub-folders (expected one folder of images per identity)"
+                f"{display_path(self.root)}: no identity sub-folders (expected one folder of "
+                f"images per identity{self._skipped_note()})"
             )
         if identities is not None:
             if isinstance(identities, (str, os.PathLike)):
@@ -144,18 +172,23 @@ class IdentityFolder:
             present = set(folders)
             missing = [n for n in dict.fromkeys(wanted) if n not in present]
             if missing:
+                why = self.skip_reasons.get(self.root / missing[0])
                 raise DataError(
-                    f"{self.root}: {len(missing)} identities of {source} have no folder here "
-                    f"(first: {missing[0]!r})"
+                    f"{display_path(self.root)}: {len(missing)} identities of {source} have no "
+                    f"folder here (first: {missing[0]!r}{': ' + why if why else ''})"
                 )
             folders = sorted(set(wanted))
         self.identity_folders = len(folders)
 
-        self.skipped_paths: list[Path] = []
-        self.skip_reasons: dict[Path, str] = {}
         kept: list[tuple[str, list[Path]]] = []
         for name in folders:
-            images = list_images(self.root / name, extensions)
+            try:
+                images, bad = scan_images(self.root / name, extensions)
+            except OSError as exc:  # listed a moment ago: unreadable or gone
+                self._skip(self.root / name, Skip(SkipKind.UNREADABLE, f"cannot list folder ({exc.strerror or type(exc).__name__})"))
+                continue
+            for p, skip in bad.items():
+                self._skip(p, skip)
             if skip_corrupt:
                 good = []
                 for p in images:
@@ -163,15 +196,15 @@ class IdentityFolder:
                     if reason is None:
                         good.append(p)
                     else:
-                        self.skipped_paths.append(p)
-                        self.skip_reasons[p] = reason
+                        self._skip(p, Skip(SkipKind.UNREADABLE, reason))
                 images = good
             if len(images) >= self.min_images:
                 kept.append((name, images))
         if not kept:
             raise DataError(
-                f"{self.root}: no identity has at least {self.min_images} images "
-                f"({len(folders)} identity folders checked, extensions {', '.join(extensions)})"
+                f"{display_path(self.root)}: no identity has at least {self.min_images} images "
+                f"({len(folders)} identity folders checked, extensions {', '.join(extensions)}"
+                f"{self._skipped_note()})"
             )
         self.classes: list[str] = [name for name, _ in kept]
         self.samples: list[tuple[Path, int]] = [
@@ -179,6 +212,57 @@ class IdentityFolder:
         ]
         self.paths: list[Path] = [p for p, _ in self.samples]
         self.labels = torch.tensor([lab for _, lab in self.samples], dtype=torch.long)
+
+    def _skip(self, path: Path, skip: Skip) -> None:
+        self.skipped_paths.append(path)
+        self.skip_reasons[path] = skip.reason
+        self.skip_kinds[path] = skip.kind
+
+    def _skipped_note(self) -> str:
+        if not self.skipped_paths:
+            return ""
+        first = self.skipped_paths[0]
+        return (
+            f"; {len(self.skipped_paths)} entries skipped, first: {display_path(first)}: "
+            f"{self.skip_reasons[first]}"
+        )
+
+    def _identity_folders(self) -> list[str]:
+        """Names of the usable identity sub-folders, sorted; the others are skipped."""
+        names: list[str] = []
+        real: dict[tuple[int, int], str] = {}
+        with os.scandir(self.root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                st = os.stat(entry.path)
+            except OSError:
+                if entry.is_symlink():  # a loop or a dangling link where a folder may be meant
+                    self._skip(path, file_skip(path) or Skip(SkipKind.UNREADABLE, "cannot stat"))
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue  # a file beside the identities (README, pairs.txt): not an identity
+            if not is_valid_name(entry.name):
+                self._skip(path, Skip(SkipKind.BAD_NAME, "identity folder name is not valid UTF-8"))
+                continue
+            if not os.access(entry.path, os.R_OK | os.X_OK):
+                self._skip(path, Skip(SkipKind.PERMISSION, "permission denied"))
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in real:
+                self._skip(path, Skip(SkipKind.DUPLICATE, f"same folder as identity {real[key]!r}"))
+                continue
+            real[key] = entry.name
+            names.append(entry.name)
+        return names
+
+    def skip_report(self) -> dict[str, str]:
+        """``{printable path: reason}`` of every skipped folder or photo (names that are not
+        valid UTF-8 shown with ``\\xNN`` escapes: safe to print, store in JSON or sqlite)."""
+        return {display_path(p): self.skip_reasons[p] for p in self.skipped_paths}
 
     def groups(self, per_identity: int | None = None) -> list[tuple[str, list[Path]]]:
         """``(identity, its image paths)`` in label order; ``per_identity``: only the first N
@@ -208,8 +292,12 @@ class IdentityFolder:
             "identities_with_2_or_more": int((counts >= 2).sum()),
             "identities_dropped": self.identity_folders - self.num_classes,
             "skipped": len(self.skipped_paths),
+            "skipped_by_kind": {
+                k.value: n for k in SkipKind
+                if (n := sum(1 for v in self.skip_kinds.values() if v is k))
+            },
         }
 
     def __repr__(self) -> str:
         s = self.summary()
-        return f"IdentityFolder({str(self.root)!r}: {s['identities']} identities, {s['images']} images)"
+        return f"IdentityFolder({display_path(self.root)!r}: {s['identities']} identities, {s['images']} images)"

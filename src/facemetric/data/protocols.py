@@ -6,10 +6,14 @@ LFW pair files (tab or space separated):
   by 300 mismatched lines ``name1 n1 name2 n2``. Fold ``k`` is the ``k``-th block of 600 lines.
 * View 1 ``pairsDevTrain.txt`` / ``pairsDevTest.txt``: header ``N``; then ``N`` matched lines and
   ``N`` mismatched lines, with no folds. So that the 10-fold protocol still runs, each half is
-  split into 10 consecutive chunks (sizes differing by at most one; ``min(10, N)`` chunks) and
-  chunk ``k`` of both halves is fold ``k``: the matched pair ``i`` gets fold ``i * 10 // N``.
+  split into 10 consecutive chunks by :func:`consecutive_folds` (``min(10, N)`` chunks, the
+  first ``N % 10`` one longer) and chunk ``k`` of both halves is fold ``k``.
 
-Image numbers are 1-based: ``name 3`` is ``<root>/name/name_0003.<ext>``.
+Image numbers are 1-based: ``name 3`` is ``<root>/name/name_0003.<ext>``, with any image
+extension the loaders accept (:data:`~facemetric.data.image_io.IMAGE_EXTENSIONS`, any case):
+one directory listing per identity finds ``name_0003.jpg``, ``.png``, ``.pgm``, ...; when
+several exist, ``.jpg`` is preferred, then the order of ``IMAGE_EXTENSIONS``. (ORL's
+``s1/1.pgm`` layout does not follow LFW naming, so a pairs file cannot name its photos.)
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from facemetric.data.image_io import decode_image_bytes
+from facemetric.data.image_io import IMAGE_EXTENSIONS, decode_image_bytes, file_skip
 from facemetric.data.pairs import generate_pairs
 from facemetric.errors import ConfigError, DataError
-from facemetric.train.checkpoint import atomic_write_bytes
+from facemetric.io import atomic_write_bytes
 
 _LINE_FORMS = "expected 'name n1 n2' or 'name1 n1 name2 n2'"
 _IMAGE_NAME = re.compile(r"^(?P<name>.+)_(?P<num>\d{4,})\.(?P<ext>[A-Za-z0-9]+)$")
@@ -84,6 +88,40 @@ def _image_path(root: Path, name: str, num: int, ext: str) -> str:
     return os.fspath(root / name / f"{name}_{num:04d}.{ext}")
 
 
+class _PhotoFinder:
+    """``<root>/<name>/<name>_NNNN.<any image extension>``: one listing per identity, cached."""
+
+    def __init__(self, root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
+        self.root = root
+        exts = [e.lower() for e in extensions]
+        # .jpg first (LFW's own), then the order of ``extensions``
+        self.rank = {e: i for i, e in enumerate(sorted(exts, key=lambda e: (e != ".jpg", exts.index(e))))}
+        self.listings: dict[str, dict[str, str]] = {}
+
+    def _listing(self, name: str) -> dict[str, str]:
+        found = self.listings.get(name)
+        if found is None:
+            best: dict[str, tuple[int, str]] = {}
+            try:
+                with os.scandir(self.root / name) as it:
+                    for entry in it:
+                        stem, ext = os.path.splitext(entry.name)
+                        rank = self.rank.get(ext.lower())
+                        if rank is not None and (stem not in best or rank < best[stem][0]):
+                            if file_skip(entry.path) is None:
+                                best[stem] = (rank, entry.path)
+            except OSError:  # no such identity folder (or not a readable one)
+                pass
+            found = self.listings[name] = {stem: path for stem, (_, path) in best.items()}
+        return found
+
+    def __call__(self, name: str, num: int) -> tuple[str, bool]:
+        """``(path, found)``: the photo, or ``<root>/<name>/<name>_NNNN.*`` when none."""
+        stem = f"{name}_{num:04d}"
+        path = self._listing(name).get(stem)
+        return (path, True) if path is not None else (os.fspath(self.root / name / stem) + ".*", False)
+
+
 def _parse_pair_line(fname: str, lineno: int, line: str) -> tuple[str, int, str, int]:
     tokens = line.split()
     try:
@@ -103,11 +141,13 @@ def _parse_pair_line(fname: str, lineno: int, line: str) -> tuple[str, int, str,
 def read_lfw_pairs(
     pairs_file: str | os.PathLike,
     root: str | os.PathLike,
-    ext: str = "jpg",
+    ext: str | None = None,
     on_missing: str = "error",
 ) -> PairSet:
     """Parse an LFW pair file (View 2 ``pairs.txt`` or View 1 ``pairsDev*.txt``; see module doc).
 
+    ``ext=None``: each photo ``<name>_NNNN`` is found with any accepted image extension (see
+    the module docstring); ``ext="png"``: only that exact name is used.
     ``on_missing="error"``: any image not found under ``root`` raises a DataError naming how
     many are missing and the first one; ``"skip"``: pairs with a missing image are dropped and
     counted in ``PairSet.skipped``.
@@ -143,6 +183,9 @@ def read_lfw_pairs(
             f"found {len(body)}"
         )
     paths1, paths2, issame, folds, names = [], [], [], [], []
+    exists: dict[str, bool] = {}
+    find = _PhotoFinder(root)
+    view1_folds = consecutive_folds(half, 10) if view1 else None
     for k, (lineno, line) in enumerate(body):
         name1, n1, name2, n2 = _parse_pair_line(fname, lineno, line)
         fold, pos = divmod(k, 2 * half)
@@ -154,18 +197,19 @@ def read_lfw_pairs(
                 f"matched then {half} mismatched), got {line.strip()!r}"
             )
         if view1:
-            fold = (pos if matched else pos - half) * min(10, half) // half
-        paths1.append(_image_path(root, name1, n1, ext))
-        paths2.append(_image_path(root, name2, n2, ext))
+            fold = int(view1_folds[pos if matched else pos - half])
+        for (name, num), paths in (((name1, n1), paths1), ((name2, n2), paths2)):
+            if ext is None:
+                path, ok = find(name, num)
+            else:
+                path = _image_path(root, name, num, ext)
+                ok = exists[path] if path in exists else file_skip(path) is None
+            exists.setdefault(path, ok)  # file order, so "first" missing is the first named
+            paths.append(path)
         issame.append(matched)
         folds.append(fold)
         names.append((name1, name2))
 
-    exists: dict[str, bool] = {}
-    for pair in zip(paths1, paths2, strict=True):  # file order, so "first" is the first named
-        for p in pair:
-            if p not in exists:
-                exists[p] = os.path.isfile(p)
     missing = [p for p, ok in exists.items() if not ok]
     keep = list(range(len(paths1)))
     if missing:
@@ -295,9 +339,19 @@ def _as_bytes(item: Any) -> bytes | None:
 
 
 def consecutive_folds(n_pairs: int, n_folds: int = 10) -> np.ndarray:
-    """Fold ids for pairs split into ``n_folds`` consecutive blocks (sizes differ by <= 1)."""
-    n_folds = max(1, min(int(n_folds), int(n_pairs)))
-    return (np.arange(n_pairs) * n_folds // max(n_pairs, 1)).astype(np.int64)
+    """Fold ids ``[n_pairs]`` (int64) of ``k = min(n_folds, n_pairs)`` consecutive blocks, the
+    sizes of scikit-learn's ``KFold(k, shuffle=False)`` (facenet's and insightface's split):
+    the first ``n_pairs % k`` blocks hold ``n_pairs // k + 1`` pairs, the others
+    ``n_pairs // k``. The one fold splitter: the evaluator's default folds
+    (:func:`facemetric.eval.verification.evaluate_verification`) and LFW View 1 use it."""
+    if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 0:
+        raise ConfigError(f"n_pairs: expected an integer >= 0, got {n_pairs!r}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 1:
+        raise ConfigError(f"n_folds: expected an integer >= 1, got {n_folds!r}")
+    k = max(1, min(int(n_folds), int(n_pairs)))
+    sizes = np.full(k, int(n_pairs) // k, dtype=np.int64)
+    sizes[: int(n_pairs) % k] += 1
+    return np.repeat(np.arange(k, dtype=np.int64), sizes)
 
 
 def read_bin_pairs(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray]:
