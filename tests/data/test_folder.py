@@ -1,5 +1,7 @@
 """IdentityFolder and LFW people files: layout, filters, errors, corrupt images."""
 
+import json
+import os
 import shutil
 
 import numpy as np
@@ -144,3 +146,61 @@ def test_corrupt_image(shared_data, tmp_path):
     assert len(g) == 19 and bad not in g.paths
     assert g.summary()["skipped"] == 1 and g.skipped_paths == [bad]
     assert g.summary()["images"] == 19
+
+
+# ---------------------------------------------------------------------- hostile folders
+def test_hostile_entries_are_counted_skips(tmp_path):
+    """Symlink loops, broken links, names that are not UTF-8, a folder named x.jpg, a second
+    name of one identity: each skipped with a reason, none a traceback or a silent duplicate."""
+    root = make_folder(tmp_path / "data", {"alice": 2, "bob": 2})
+    (root / "loop").symlink_to(root / "loop")  # an identity that is a symlink loop
+    (root / "gone").symlink_to(tmp_path / "nowhere")  # a dangling identity link
+    (root / "bobby").symlink_to(root / "bob")  # bob again under another name
+    bad_identity = os.fsencode(root) + b"/Jos\xe9"  # Latin-1 folder name: not valid UTF-8
+    os.mkdir(bad_identity)
+    shutil.copy(root / "bob" / "bob_0001.png", os.fsencode(root / "bob") + b"/x\xff.png")
+    shutil.copy(root / "alice" / "alice_0001.png", bad_identity + b"/a.png")
+    (root / "alice" / "cycle.png").symlink_to(root / "alice" / "cycle.png")
+    (root / "alice" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (root / "alice" / "album.jpg").mkdir()  # a directory named like a photo
+
+    f = IdentityFolder(root)
+    assert f.classes == ["alice", "bob"] and len(f) == 4
+    report = f.skip_report()
+    assert report == {
+        f"{root}/Jos\\xe9": "identity folder name is not valid UTF-8",
+        f"{root}/bobby": "same folder as identity 'bob'",
+        f"{root}/gone": f"broken symlink (-> {tmp_path / 'nowhere'})",
+        f"{root}/loop": "symlink loop",
+        f"{root}/alice/album.jpg": "is a directory",
+        f"{root}/alice/cycle.png": "symlink loop",
+        f"{root}/alice/dangling.jpg": f"broken symlink (-> {tmp_path / 'gone.jpg'})",
+        f"{root}/bob/x\\xff.png": "name is not valid UTF-8",
+    }
+    json.dumps(report, ensure_ascii=False).encode("utf-8")  # printable and storable
+    s = f.summary()
+    assert s["skipped"] == 8 and s["skipped_by_kind"] == {
+        "directory": 1, "broken-link": 2, "link-loop": 2, "bad-name": 2, "duplicate": 1,
+    }
+    with pytest.raises(DataError, match=r"'loop': symlink loop\)$"):
+        IdentityFolder(root, identities=["alice", "loop"])
+
+
+def test_root_problems_are_one_line(tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(DataError, match=r"loop: dataset folder: symlink loop$"):
+        IdentityFolder(tmp_path / "loop")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x").mkdir()
+    (tmp_path / "empty" / "x" / "dir.jpg").mkdir()
+    with pytest.raises(DataError, match=r"no identity has at least 1 images .*1 entries skipped, "
+                                        r"first: .*dir\.jpg: is a directory\)$"):
+        IdentityFolder(tmp_path / "empty")
+
+
+def test_gif_and_tiff_photos_are_listed(tmp_path):
+    root = make_folder(tmp_path / "data", {"a": 1})
+    img = Image.open(root / "a" / "a_0001.png")
+    img.save(root / "a" / "a_0002.gif")
+    img.save(root / "a" / "a_0003.tif")
+    assert [p.name for p in IdentityFolder(root).paths] == ["a_0001.png", "a_0002.gif", "a_0003.tif"]

@@ -206,3 +206,32 @@ def test_bin_errors(tmp_path):
         read_bin_pairs(evil)
     with pytest.raises(DataError, match="not found"):
         read_bin_pairs(tmp_path / "none.bin")
+
+
+# ------------------------------------------------------------------ any image extension
+@pytest.mark.parametrize("ext", ["pgm", "png", "PNG"])
+def test_pairs_find_photos_with_any_image_extension(tmp_path, ext):
+    root = tmp_path / "faces"
+    for name, n in {"Ann": 2, "Bob": 1}.items():
+        (root / name).mkdir(parents=True)
+        for k in range(1, n + 1):
+            Image.new("L", (20, 20), k).save(root / name / f"{name}_{k:04d}.{ext}", format="PPM" if ext == "pgm" else "PNG")
+    p = write(tmp_path, "1 1\nAnn 1 2\nAnn 2 Bob 1\n")
+    pairs = read_lfw_pairs(p, root)  # was: "3 of the 3 images it names are missing"
+    assert pairs.paths1 == [os.fspath(root / "Ann" / f"Ann_0001.{ext}"), os.fspath(root / "Ann" / f"Ann_0002.{ext}")]
+    assert pairs.paths2[1] == os.fspath(root / "Bob" / f"Bob_0001.{ext}") and pairs.skipped == 0
+    with pytest.raises(DataError, match="3 of the 3 images it names are missing"):
+        read_lfw_pairs(p, root, ext="jpg")  # an explicit extension is taken as given
+
+
+def test_pairs_prefer_jpg_and_ignore_non_images(tmp_path):
+    root = tmp_path / "faces"
+    (root / "Ann").mkdir(parents=True)
+    for ext in ("png", "jpg", "txt"):
+        (root / "Ann" / f"Ann_0001.{ext}").write_bytes(b"x")
+    (root / "Ann" / "Ann_0002.txt").write_bytes(b"x")
+    (root / "Ann" / "Ann_0002.png").mkdir()  # a folder named like a photo is not one
+    p = write(tmp_path, "1 1\nAnn 1 1\nAnn 1 Ann 2\n")
+    pairs = read_lfw_pairs(p, root, on_missing="skip")
+    assert pairs.paths1 == [os.fspath(root / "Ann" / "Ann_0001.jpg")]
+    assert pairs.skipped_paths == [os.fspath(root / "Ann" / "Ann_0002") + ".*"]
