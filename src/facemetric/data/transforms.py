@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from facemetric.data.image_io import open_image
+from facemetric.data.image_io import convert_image, open_image
 from facemetric.errors import ConfigError, DataError
 
 COLORS = ("RGB", "BGR", "L")
@@ -234,7 +234,7 @@ def decode_and_resize(
         img = open_image(source, mode)
     elif isinstance(source, Image.Image):
         what = "image"
-        img = source.convert(mode)
+        img = convert_image(source, mode)  # EXIF orientation, 16-bit, alpha: the loader policy
     else:
         what = "image"
         arr = np.asarray(source)
