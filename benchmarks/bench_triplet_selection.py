@@ -10,7 +10,7 @@ negatives exist at margin 0.2. Compared, for the semi-hard and the random-violat
   on the precomputed distance matrix (median of several runs, after a warm-up; one torch
   thread by default, like the loops -- ``--threads`` to change);
 * loop A: a Python loop over anchor-positive pairs with NumPy over the negatives (the shape of
-  facenet's ``select_triplets``), on the whole batch, timed once;
+  facenet's ``select_triplets``), on the whole batch, median of ``--loop-repeats`` runs (3);
 * loop B: plain Python over pairs AND negatives, timed once on the anchors of the first few
   identities and scaled linearly to the whole batch (the work is the same per anchor).
 
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--subset-people", type=int, default=3, help="identities timed in loop B")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--loop-repeats", type=int, default=3, help="runs of loop A (median)")
     ap.add_argument(
         "--threads", type=int, default=1,
         help="torch threads (default 1: the loop references are single-threaded too)",
@@ -147,7 +148,7 @@ def main() -> None:
     )
     print(
         "loop A = Python loop over anchor-positive pairs, NumPy over negatives, whole batch, "
-        "timed once"
+        f"median of {args.loop_repeats} runs"
     )
     print(
         f"loop B = plain Python over pairs and negatives, timed once on the {len(sub)} anchors "
@@ -158,7 +159,7 @@ def main() -> None:
     semi_hard(d, y, MARGIN)  # warm-up
     t_vec, (a, p, n) = timed(lambda: semi_hard(d, y, MARGIN), args.repeats)
     vec = sorted(zip(a.tolist(), p.tolist(), n.tolist(), strict=True))
-    t_a, loop_a = timed(lambda: semi_hard_loop_numpy(d_np, y_np, MARGIN))
+    t_a, loop_a = timed(lambda: semi_hard_loop_numpy(d_np, y_np, MARGIN), args.loop_repeats)
     t_b, loop_b = timed(lambda: semi_hard_loop_python(d_list, y_list, MARGIN, sub))
     assert sorted(loop_a) == vec, "semi-hard: loop A and vectorised selections differ"
     assert loop_b == [t for t in vec if t[0] < len(sub)], "semi-hard: loop B differs"
@@ -178,7 +179,9 @@ def main() -> None:
     random_violating(d, y, MARGIN, generator=gen)  # warm-up
     t_vec, (a, p, n) = timed(lambda: random_violating(d, y, MARGIN, generator=gen), args.repeats)
     rng = np.random.default_rng(0)
-    t_a, loop_a = timed(lambda: random_violating_loop_numpy(d_np, y_np, MARGIN, rng))
+    t_a, loop_a = timed(
+        lambda: random_violating_loop_numpy(d_np, y_np, MARGIN, rng), args.loop_repeats
+    )
     t_b, loop_b = timed(lambda: random_violating_loop_python(d_list, y_list, MARGIN, sub, rng))
     t_b *= scale
     assert sorted((i, j) for i, j, _ in loop_a) == sorted(

@@ -453,3 +453,48 @@ def test_float32_and_float64_paths_agree(name):
     # the float64 path (torch.sort) on the same float32 values
     want = _sorted(*STRATEGIES[name](d32.double(), y, MARGIN, **kw))
     assert got == want and len(got) > 0
+
+
+# --------------------------------------------------------------------------- packed-key path
+def _sort_path(monkeypatch, fn, *args, **kw):
+    import facemetric.losses.triplet_selection as sel
+
+    with monkeypatch.context() as m:
+        m.setattr(sel, "_use_key_path", lambda d: False)
+        return fn(*args, **kw)
+
+
+@pytest.mark.parametrize("name", ["semi-hard", "random-violating"])
+@pytest.mark.parametrize("kind", ["ties", "signed", "plain"])
+@pytest.mark.parametrize("seed", range(3))
+def test_key_path_picks_the_sort_path_triplets(monkeypatch, name, kind, seed):
+    """The band-key path (CPU float32) and the whole-row sort path select identical tuples,
+    in the same order, with ties between negatives, negative values and -0.0 in the matrix."""
+    from facemetric.losses.triplet_selection import _use_key_path
+
+    y = _labels("random", seed + 10)
+    g = torch.Generator().manual_seed(seed)
+    d = torch.rand(len(y), len(y), generator=g) * 0.8
+    if kind == "ties":
+        d = (d * 8).round() / 8  # many equal distances: ties go to the lowest column
+    elif kind == "signed":
+        d = d - 0.3
+        d[0, :4] = -0.0
+    d.fill_diagonal_(0.0)
+    assert _use_key_path(d)
+    fn = STRATEGIES[name]
+    kw = (lambda: {"generator": torch.Generator().manual_seed(seed)}) if name != "semi-hard" else dict
+    got = fn(d, y, 0.25, **kw())
+    want = _sort_path(monkeypatch, fn, d, y, 0.25, **kw())
+    assert len(want[0]) > 0
+    for u, v in zip(got, want, strict=True):
+        assert u.dtype == torch.long and torch.equal(u, v)
+
+
+def test_key_path_and_sort_path_draw_the_same_random_stream(monkeypatch):
+    y = _labels("PxK", 0)
+    d = _dist(_clustered(y, 0)).float()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    random_violating(d, y, MARGIN, generator=g1)
+    _sort_path(monkeypatch, random_violating, d, y, MARGIN, generator=g2)
+    assert torch.equal(g1.get_state(), g2.get_state())

@@ -7,9 +7,14 @@ distance matrix ``d [B, B]`` of one batch and its integer ``labels [B]``; it ret
 ``labels[n] != labels[a]``. Selection is not differentiated: call the strategies on a detached
 matrix (:class:`facemetric.losses.triplet.TripletLoss` does).
 
-All strategies are vectorised (one row sort of the negative distances, ``searchsorted``,
-masks; the CPU float32 row sort goes through NumPy, see :func:`_sort_rows`); none loops in
-Python over anchors, pairs or negatives. :func:`all_violating` materialises a ``[pairs, B]``
+All strategies are vectorised; none loops in Python over anchors, pairs or negatives.
+:func:`semi_hard` and :func:`random_violating` on a CPU float32 matrix (batches up to 65,536)
+sort only each row's *band* -- the negatives below the row's largest ``d(a,p) + margin``, the
+only ones any pair of the row can choose -- as packed integer keys ``(row, distance,
+column)`` in one flat NumPy sort, and answer every pair with one ``searchsorted``
+(:func:`_band_keys`); elsewhere they sort whole rows of the masked negative distances
+(:func:`_sort_rows`). Both paths pick exactly the same triplets (ties to the lowest column),
+and :func:`random_violating` draws the same uniforms in the same order on both. :func:`all_violating` materialises a ``[pairs, B]``
 mask and does so in chunks of pairs when that mask would be large (for a 1,800-image batch: a
 handful of chunks), which bounds its memory and is not a per-pair loop.
 
@@ -111,6 +116,150 @@ def _positive_table(labels: Tensor) -> tuple[Tensor, Tensor]:
     return idx, valid
 
 
+#: largest batch the packed-key path handles (row and column take 16 bits each of the key)
+_KEY_PATH_MAX_BATCH = 1 << 16
+_U16 = np.uint64(16)
+_U48 = np.uint64(48)
+
+
+def _use_key_path(d: Tensor) -> bool:
+    """Whether :func:`semi_hard` / :func:`random_violating` take the packed-key path."""
+    return d.device.type == "cpu" and d.dtype == torch.float32 and d.shape[0] <= _KEY_PATH_MAX_BATCH
+
+
+def _order_bits(values: np.ndarray, signed: bool) -> np.ndarray:
+    """Order-preserving unsigned integer image of float32 ``values`` (as uint64, < 2**32).
+
+    With ``signed=False`` (every value has its sign bit clear: distances) the bit patterns
+    already order like the floats. With ``signed=True`` the general map: negative floats get
+    their magnitude bits flipped, the sign bit is toggled, and ``-0.0`` maps like ``+0.0``.
+    Keys and queries compared with each other must use the same ``signed``.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if not signed:
+        return values.view(np.uint32).astype(np.uint64)
+    bits = (values + np.float32(0.0)).view(np.int32)
+    bits = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).view(np.uint32) ^ np.uint32(0x80000000)
+    return bits.astype(np.uint64)
+
+
+def _band_keys(
+    d: np.ndarray, pos_idx: np.ndarray, pos_ok: np.ndarray, hi: np.ndarray, signed: bool
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The negatives of each row with ``d[a, n] < hi[a]`` as sorted uint64 keys.
+
+    Key of ``(a, n)``: ``a << 48 | u(d[a, n]) << 16 | n`` with ``u`` the order-preserving
+    integer image of the float32 distance (:func:`_order_bits`). One flat sort of the keys
+    orders every row's band by distance, ties by column: the order of a stable row sort of the
+    negatives, restricted to the band. The same-identity entries (the positive table
+    ``pos_idx``/``pos_ok`` and the diagonal) are left out. Returns the keys,
+    ``starts [B+1]`` (row ``a``'s keys are ``keys[starts[a]:starts[a+1]]``) and the
+    ``signed`` flag of :func:`_order_bits` the queries must use (``signed`` as given, or True
+    if a band value has its sign bit set).
+    """
+    b = d.shape[0]
+    mask = d < hi[:, None]
+    rows = np.broadcast_to(np.arange(b)[:, None], pos_idx.shape)
+    mask[rows[pos_ok], pos_idx[pos_ok]] = False
+    mask.ravel()[:: b + 1] = False
+    flat = np.flatnonzero(mask)  # row-major; far cheaper than a 2-D nonzero or a boolean take
+    starts = np.searchsorted(flat, np.arange(b + 1, dtype=np.int64) * b)
+    # row << 48 | col == flat + row * (2**48 - b)
+    offset = np.repeat(np.arange(b, dtype=np.int64) * ((1 << 48) - b), np.diff(starts))
+    offset += flat
+    values = d.ravel()[flat]
+    signed = signed or bool(np.signbit(values).any())
+    key = _order_bits(values, signed)
+    key <<= _U16
+    key += offset.view(np.uint64)
+    key.sort()
+    return key, starts, signed
+
+
+def _key_path_inputs(
+    d: Tensor, labels: Tensor, valid: Tensor, d_ap: Tensor, margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NumPy views: ``(d, d_ap, d_ap + margin)`` (the sum in float32, as the sort path
+    computes it)."""
+    d_ap = d_ap.detach()
+    return d.detach().contiguous().numpy(), d_ap.numpy(), (d_ap + margin).numpy()
+
+
+def _query(rows: np.ndarray, values: np.ndarray, col: int, signed: bool) -> np.ndarray:
+    """Keys ``row << 48 | u(value) << 16 | col`` to search the keys of :func:`_band_keys`."""
+    q = _order_bits(values, signed) << _U16
+    q |= np.uint64(col)
+    q |= rows.astype(np.uint64) << _U48
+    return q
+
+
+def _semi_hard_keys(
+    d: Tensor, labels: Tensor, pos_idx: Tensor, valid: Tensor, d_ap: Tensor, margin: float
+) -> Triplets:
+    """:func:`semi_hard` on a CPU float32 matrix without sorting whole rows.
+
+    Only negatives below the row's ``max_p d(a,p) + margin`` can be chosen for any pair of
+    the row, so only they are sorted (:func:`_band_keys`); for a pair,
+    the first band key after ``(a, d(a,p), col=max)`` is the first negative strictly farther
+    than the positive, ties to the lowest column -- the sort path's choice.
+    """
+    dn, dap, upper = _key_path_inputs(d, labels, valid, d_ap, margin)
+    ok_pos, pidx = valid.numpy(), pos_idx.numpy()
+    hi = np.where(ok_pos, upper, np.float32(-np.inf)).max(axis=1)
+    a, j = np.nonzero(ok_pos)
+    signed = bool(np.signbit(dap[a, j]).any() or np.signbit(upper[a, j]).any())
+    keys, _, signed = _band_keys(dn, pidx, ok_pos, hi, signed)
+    if keys.size == 0 or a.size == 0:
+        return _empty(d.device)
+    pos = np.searchsorted(keys, _query(a, dap[a, j], 0xFFFF, signed), side="right")
+    found = keys[np.minimum(pos, keys.size - 1)]
+    # same row and d(a, n) < d(a, p) + margin  <=>  key below (a, u(d_ap + margin), col 0)
+    ok = (pos < keys.size) & (found < _query(a, upper[a, j], 0, signed))
+    a, j = a[ok], j[ok]
+    n = (found[ok] & np.uint64(0xFFFF)).astype(np.int64)
+    a_t = torch.from_numpy(a.astype(np.int64))
+    return a_t, pos_idx[a_t, torch.from_numpy(j.astype(np.int64))], torch.from_numpy(n)
+
+
+def _random_violating_keys(
+    d: Tensor,
+    labels: Tensor,
+    pos_idx: Tensor,
+    valid: Tensor,
+    d_ap: Tensor,
+    margin: float,
+    generator: torch.Generator | None,
+) -> Triplets:
+    """:func:`random_violating` on a CPU float32 matrix without sorting whole rows.
+
+    A pair's eligible negatives (``d(a,n) < d(a,p) + margin``) are a prefix of the row's
+    negatives sorted by ``(distance, column)``; only the row's band below
+    ``max_p d(a,p) + margin`` is sorted (:func:`_band_keys`). The count comes from one
+    ``searchsorted`` and the chosen negative is ``band[floor(u * count)]``: the same uniforms,
+    in the same pair order, pick the same negatives as the sort path.
+    """
+    b = d.shape[0]
+    dn, _, upper = _key_path_inputs(d, labels, valid, d_ap, margin)
+    ok_pos, pidx = valid.numpy(), pos_idx.numpy()
+    pairs = ok_pos & (pidx > np.arange(b)[:, None])  # anchor before positive
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    n_pairs = int(pairs.sum())
+    u = torch.rand(n_pairs, generator=generator, dtype=torch.float64, device=gen_device)
+    hi = np.where(pairs, upper, np.float32(-np.inf)).max(axis=1)
+    a, j = np.nonzero(pairs)  # row-major: the order in which the uniforms were drawn
+    signed = bool(np.signbit(upper[a, j]).any())
+    keys, starts, signed = _band_keys(dn, pidx, ok_pos, hi, signed)
+    if keys.size == 0 or a.size == 0:
+        return _empty(d.device)
+    count = np.searchsorted(keys, _query(a, upper[a, j], 0, signed), side="left") - starts[a]
+    has = count > 0
+    a, j, c = a[has], j[has], count[has]
+    k = np.minimum(np.floor(u.cpu().numpy()[has] * c).astype(np.int64), c - 1)
+    n = (keys[starts[a] + k] & np.uint64(0xFFFF)).astype(np.int64)
+    a_t = torch.from_numpy(a.astype(np.int64))
+    return a_t, pos_idx[a_t, torch.from_numpy(j.astype(np.int64))], torch.from_numpy(n)
+
+
 def semi_hard(d: Tensor, labels: Tensor, margin: float) -> Triplets:
     """FaceNet's semi-hard negatives, one triplet per anchor-positive pair.
 
@@ -136,6 +285,8 @@ def semi_hard(d: Tensor, labels: Tensor, margin: float) -> Triplets:
     labels = labels.to(d.device)
     pos_idx, valid = _positive_table(labels)
     d_ap = d.gather(1, pos_idx)
+    if _use_key_path(d):
+        return _semi_hard_keys(d, labels, pos_idx, valid, d_ap, margin)
     sorted_d, order = _sorted_negatives(d, labels)
     # first sorted position with d(a, n) > d(a, p) (right=True: strictly greater)
     first = torch.searchsorted(sorted_d, d_ap.contiguous(), right=True)
@@ -170,6 +321,8 @@ def random_violating(
     labels = labels.to(d.device)
     pos_idx, valid = _positive_table(labels)
     d_ap = d.gather(1, pos_idx)
+    if _use_key_path(d):
+        return _random_violating_keys(d, labels, pos_idx, valid, d_ap, margin, generator)
     sorted_d, order = _sorted_negatives(d, labels)
     # number of negatives with d(a, n) < d(a, p) + margin (left side: strictly less)
     count = torch.searchsorted(sorted_d, (d_ap + margin).contiguous(), right=False)
