@@ -48,7 +48,8 @@ def test_verify_errors_are_one_line(shared_data, tmp_path, cache_env):
     missing = run_cli("verify", str(tmp_path / "nope.jpg"), str(photo), env=cache_env)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.jpg'}: file not found"
     grey = tmp_path / "grey.jpg"
-    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
+    grey_ramp = np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))
+    Image.fromarray(grey_ramp).save(grey)  # no face, but not blank (blank photos are refused)
     noface = run_cli("verify", str(grey), str(photo), env=cache_env)
     assert noface.returncode == 2 and noface.stderr.strip() == f"error: no face found in {grey}"
     broken = tmp_path / "broken.jpg"
