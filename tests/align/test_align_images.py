@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facemetric.align import detect_faces
+from facemetric.align import detect_faces, similarity_transform
 from facemetric.align.images import to_rgb
-from facemetric.errors import DataError
+from facemetric.align.templates import check_landmarks
+from facemetric.errors import DataError, FacemetricError
 
 
 def test_pil_16_bit_image_is_scaled_not_clipped():
@@ -42,3 +43,12 @@ def test_refused_photos_are_named(tmp_path, size, why):
     Image.new("RGB", size, (0, 0, 0)).save(tmp_path / "bad.png")
     with pytest.raises(DataError, match=rf"bad\.png: {why}"):
         detect_faces(tmp_path / "bad.png", detector="center")
+
+
+def test_nan_landmarks_name_the_point():
+    pts = np.arange(10, dtype=float).reshape(5, 2)
+    pts[3, 1] = np.nan
+    with pytest.raises(FacemetricError, match=r"^src_pts: point 3 of 5 is NaN or infinite$"):
+        similarity_transform(pts, np.ones((5, 2)))
+    with pytest.raises(FacemetricError, match=r"^landmarks of layout 'dlib5': point 3 is NaN or infinite$"):
+        check_landmarks(pts, "dlib5")

@@ -132,7 +132,8 @@ def check_landmarks(landmarks: np.ndarray | None, layout: str | None) -> np.ndar
             f"landmarks of layout {layout!r}: expected shape ({k}, 2), got {pts.shape}"
         )
     if not np.isfinite(pts).all():
-        raise FacemetricError("landmarks contain NaN or infinite values")
+        row = int(np.flatnonzero(~np.isfinite(pts).all(axis=1))[0])
+        raise FacemetricError(f"landmarks of layout {layout!r}: point {row} is NaN or infinite")
     return pts
 
 

@@ -22,7 +22,8 @@ def _points(name: str, pts) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise FacemetricError(f"{name}: expected points of shape [N, 2], got {arr.shape}")
     if not np.isfinite(arr).all():
-        raise FacemetricError(f"{name}: points contain NaN or infinite values")
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise FacemetricError(f"{name}: point {row} of {len(arr)} is NaN or infinite")
     return arr
 
 
