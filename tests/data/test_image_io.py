@@ -234,7 +234,7 @@ def _bmp_header_only(path, width, height):
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")  # refused, not warned
 def test_tiny_and_huge_images_are_refused_before_decoding(tmp_path, monkeypatch):
     Image.new("RGB", (1, 1), (0, 0, 0)).save(tmp_path / "dot.png")
     r = load_image(tmp_path / "dot.png")

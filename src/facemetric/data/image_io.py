@@ -51,6 +51,7 @@ import errno
 import io
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -316,9 +317,17 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode: expected 'RGB' or 'L', got {mode!r}")
 
 
+def _open(source: str | io.BytesIO) -> Image.Image:
+    """``Image.open`` (header only) without Pillow's DecompressionBombWarning: the size policy
+    here decides, and refuses with one line instead of a warning on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(source)
+
+
 def _decode(source: str | io.BytesIO, mode: str, min_side: int, max_pixels: int) -> Loaded:
     try:
-        with Image.open(source) as img:
+        with _open(source) as img:
             _check_size(img.width, img.height, min_side, max_pixels)  # header only: no decode yet
             animated = bool(getattr(img, "is_animated", False))
             img.load()  # decodes fully (the first frame): a truncated file raises here
@@ -415,7 +424,7 @@ def verify_image(
     if skip is not None:
         return skip.reason
     try:
-        with Image.open(path) as img:
+        with _open(os.fspath(path)) as img:
             _check_size(img.width, img.height, side, pixels)
             img.verify()
     except _Refused as exc:
