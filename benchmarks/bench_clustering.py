@@ -32,7 +32,7 @@ import numpy as np
 
 from facemetric.cluster import cluster_embeddings, clustering_metrics, knn_search
 from facemetric.cluster.graph import METHODS
-from facemetric.gallery.search import faiss_available
+from facemetric.index import faiss_available
 
 
 def synthetic_faces(n: int, n_ids: int, dim: int = 128, seed: int = 0, groups: int = 16):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from facemetric.gallery import Gallery
-from facemetric.gallery.search import faiss_available, topk_inner_product
+from facemetric.index import faiss_available, topk_inner_product
 
 K = 10
 
@@ -134,7 +134,7 @@ def bench(n: int, dim: int, args) -> None:
             names = [f"id{i}" for i in range(n // 10 + 1)]
             t_enrol, _ = timed(lambda: g.enroll_many([names[i // 10] for i in range(n)], x))
             t_open, _ = timed(lambda: g.search(q[:1], k=K, card=card))  # loads + builds index
-            kind = g._index(g.snapshot(), None).kind
+            kind = g._vector_index.index_for(g.snapshot()).kind
             print(f"gallery: enroll_many of {n:,} vectors in {t_enrol:.1f} s; first search "
                   f"(snapshot load + {kind} index) {t_open:.2f} s")
             for index in ("auto", "exact"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facemetric.gallery.open_set import cluster_threshold, tail_threshold
+from facemetric.eval.open_set import cluster_threshold, tail_threshold
 from facemetric.inference.pretrained import DLIB_RESNET_V1_IMPOSTOR_TAIL
 from tests.cli.cli_helpers import cli
 
@@ -55,7 +55,8 @@ def test_enroll_identify_list_remove(faces, tmp_path, capsys):
 
     # a photo without a face is reported, skipped and counted (no crash)
     grey = tmp_path / "grey.jpg"
-    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(grey)
+    grey_ramp = np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))
+    Image.fromarray(grey_ramp).save(grey)  # no face, but not blank (blank photos are refused)
     third = sorted((faces / PEOPLE[0]).iterdir())[2]
     code, out, err = cli(capsys, "enroll", "--gallery", gallery, "--identity", PEOPLE[0], third, grey)
     assert code == 0, err

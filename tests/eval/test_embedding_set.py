@@ -111,7 +111,7 @@ def test_nothing_embedded_is_an_error_not_an_empty_file(toy, tmp_path):
 
 def test_report_gives_the_size_aware_default_threshold(toy):
     from facemetric.eval.identification import identification_scores
-    from facemetric.gallery.open_set import tail_threshold
+    from facemetric.eval.open_set import tail_threshold
 
     model, folder = toy
     s = embed_identity_folder(model, folder, progress=False)

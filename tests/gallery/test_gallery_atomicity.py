@@ -1,6 +1,6 @@
 """Crash safety of gallery writes: a crash at any step leaves the old or the new state.
 
-Every write step has a named fault point (``facemetric.gallery.store.FAULT_HOOK``). We crash
+Every write step has a named fault point (``facemetric.gallery.storage.FAULT_HOOK``). We crash
 at each of them -- in-process by raising (the error path: rollback + cleanup run), and in a
 child process by ``os._exit`` (a real kill: nothing runs, the WAL holds uncommitted frames,
 temp and orphan files stay on disk) -- and also make ``os.replace`` and the SQLite ``COMMIT``
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import facemetric.gallery.store as store
+import facemetric.gallery.storage as store
+from facemetric.errors import DataError
 from facemetric.gallery import Gallery
 from tests.gallery.gallery_helpers import DIM, card, unit
 
@@ -137,7 +138,7 @@ def test_crash_in_process_at_every_step(template, op):
 CHILD = r"""
 import os, sys
 import numpy as np
-import facemetric.gallery.store as store
+import facemetric.gallery.storage as store
 from facemetric.gallery import Gallery
 path, op, step = sys.argv[1], sys.argv[2], sys.argv[3]
 def hook(s):
@@ -210,7 +211,7 @@ def test_failing_replace_and_commit_leave_old_state(template, monkeypatch):
         g = Gallery.open(work)
         real = g._conn
         g._conn = FailingCommit(real)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(DataError, match="database error \\(disk I/O error\\)"):  # one line, old state
             apply(g, op)
         g._conn = real
         g.close()

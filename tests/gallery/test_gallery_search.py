@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facemetric.gallery import Gallery
-from facemetric.gallery.search import (
+from facemetric.index.search import (
     ExactIndex,
     first_distinct,
     identity_centroids,
@@ -161,7 +161,7 @@ def test_without_faiss(tmp_path, monkeypatch):
 
     from facemetric.cluster import cluster_embeddings
     from facemetric.errors import FacemetricError
-    from facemetric.gallery.search import faiss_available
+    from facemetric.index.search import faiss_available
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
     assert not faiss_available()
@@ -170,7 +170,7 @@ def test_without_faiss(tmp_path, monkeypatch):
         g.enroll("a", rng.normal(size=(3, DIM)))
         g.enroll("b", rng.normal(size=(3, DIM)))
         assert len(g.search(rng.normal(size=DIM), k=2, card=card())[0]) == 2  # auto -> exact
-        assert g._index(g.snapshot(), None).kind == "exact"
+        assert g._vector_index.index_for(g.snapshot()).kind == "exact"
         for kind in ("faiss", "faiss-ivf"):
             with pytest.raises(FacemetricError) as e:
                 g.search(rng.normal(size=DIM), card=card(), index=kind)

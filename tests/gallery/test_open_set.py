@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from facemetric.errors import FacemetricError
-from facemetric.gallery import Gallery, calibrate_threshold
-from facemetric.gallery.open_set import (
+from facemetric.eval.open_set import (
     cluster_threshold,
     impostor_tail,
     tail_threshold,
     threshold_at_rate,
 )
+from facemetric.gallery import Gallery, calibrate_threshold
 from tests.gallery.gallery_helpers import DIM, card, people, unit
 
 

@@ -79,7 +79,7 @@ def test_orl_artifact_reloads_with_the_training_embeddings(shared_data, tmp_path
     np.testing.assert_allclose(from_training, from_inference, atol=1e-5)
 
     # the card's impostor tail is measured on the validation photos (size-aware gallery thresholds)
-    from facemetric.gallery.open_set import impostor_tail
+    from facemetric.eval.open_set import impostor_tail
 
     tail = card["impostor_tail"]
     expected = impostor_tail(from_training, evaluator.identities(), min_pairs=10)

@@ -2,7 +2,7 @@
 
 No ``N x N`` matrix is ever formed: the ``k`` nearest neighbours of every point come from
 faiss (``IndexFlatIP``, exact, or ``IndexIVFFlat``, approximate) or from the chunked exact
-top-``k`` of :func:`facemetric.gallery.search.topk_inner_product` (BLAS matmul in blocks of
+top-``k`` of :func:`facemetric.index.search.topk_inner_product` (BLAS matmul in blocks of
 at most 16M scores, torch ``topk``); memory is ``O(N k)``.
 
 Graph: ``W[i, j] = cos(x_i, x_j)`` for ``j`` among the ``k`` nearest neighbours of ``i`` (or
@@ -37,84 +37,16 @@ Graph: ``W[i, j] = cos(x_i, x_j)`` for ``j`` among the ``k`` nearest neighbours 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from facemetric.errors import FacemetricError
+from facemetric.index.knn import KNN_BACKENDS, KnnResult, knn_search
+from facemetric.index.search import as_embeddings
 
-KNN_BACKENDS = ("auto", "exact", "faiss", "faiss-ivf")
 METHODS = ("chinese-whispers", "components", "agglomerative")
-
-
-@dataclass(frozen=True)
-class KnnResult:
-    """``sims[i, j]``, ``idx[i, j]``: the ``j``-th nearest neighbour of ``i`` (self excluded;
-    ``idx = -1`` where fewer than ``k`` exist)."""
-
-    sims: np.ndarray  # float32 [N, k]
-    idx: np.ndarray  # int64 [N, k]
-
-    @property
-    def k(self) -> int:
-        return int(self.idx.shape[1])
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise FacemetricError(f"k: expected an integer >= 1, got {k!r}")
-    return int(k)
-
-
-def knn_search(emb: Any, k: int = 20, backend: str = "auto", nprobe: int | None = None,
-               seed: int = 0) -> KnnResult:
-    """The ``k`` nearest neighbours (cosine) of every row of ``emb`` ``[N, D]`` among the others.
-
-    ``backend``: ``exact`` (chunked BLAS + torch topk), ``faiss`` (``IndexFlatIP``, exact), ``faiss-ivf``
-    (``IndexIVFFlat``, approximate: ``nprobe`` of ``4 sqrt(N)`` lists, default 1/8 of them),
-    ``auto`` (faiss when importable, else exact).
-    """
-    from facemetric.gallery.search import (
-        FaissIndex,
-        as_embeddings,
-        faiss_available,
-        topk_inner_product,
-    )
-
-    k = _check_k(k)
-    if backend not in KNN_BACKENDS:
-        raise FacemetricError(f"backend: expected one of {', '.join(KNN_BACKENDS)}, got {backend!r}")
-    x = as_embeddings(emb, "embeddings")
-    n = x.shape[0]
-    kq = min(k + 1, n)
-    if backend == "auto":
-        backend = "faiss" if faiss_available() else "exact"
-    if backend == "exact":
-        s, r = topk_inner_product(x, x, kq)
-    else:
-        if not faiss_available():
-            raise FacemetricError(f"backend: {backend!r} needs faiss (pip install faiss-cpu); use 'exact'")
-        kind = "ivf" if backend == "faiss-ivf" and n >= 39 * 2 else "flat"
-        index = FaissIndex.build(x, kind, nprobe=nprobe, seed=seed)
-        s, r = [], []
-        for q0 in range(0, n, 8192):
-            a, b = index.search(x[q0 : q0 + 8192], kq)
-            s.append(a)
-            r.append(b)
-        s, r = np.concatenate(s), np.concatenate(r)
-    # drop self (wherever ties put it), keep the first k others
-    keep = (r != np.arange(n)[:, None]) & (r >= 0)
-    rank = np.cumsum(keep, axis=1)
-    keep &= rank <= k
-    sims = np.full((n, k), -np.inf, dtype=np.float32)
-    idx = np.full((n, k), -1, dtype=np.int64)
-    qi, col = np.nonzero(keep)
-    dst = rank[qi, col] - 1
-    sims[qi, dst] = s[qi, col]
-    idx[qi, dst] = r[qi, col]
-    return KnnResult(sims, idx)
 
 
 def similarity_graph(knn: KnnResult, threshold: float) -> sp.csr_matrix:
@@ -223,8 +155,6 @@ def agglomerative(emb: Any, knn: KnnResult, threshold: float, max_batch_nodes: i
     from scipy.sparse.csgraph import connected_components as cc
     from sklearn.cluster import AgglomerativeClustering
 
-    from facemetric.gallery.search import as_embeddings
-
     if threshold < 0:
         raise FacemetricError(
             f"threshold: agglomerative clustering needs a cosine threshold >= 0, got {threshold}"
@@ -307,7 +237,7 @@ def cluster_embeddings(
 
     ``threshold``: cosine similarity an edge needs (``1 - threshold`` is the cosine distance
     cut for ``agglomerative``); for a facemetric card the best-accuracy threshold ``t``
-    (squared L2) is ``1 - t / 2`` (:func:`facemetric.gallery.card_similarity_threshold`).
+    (squared L2) is ``1 - t / 2`` (:func:`facemetric.inference.model_card.card_similarity_threshold`).
     ``k``: neighbours per point in the k-NN graph (``backend`` as :func:`knn_search`; pass a
     precomputed ``knn`` to reuse one). ``seed`` drives chinese whispers' visiting order.
     """

@@ -2,7 +2,7 @@
 
 A gallery holds enrolled images with identity labels; probes are searched against it. The
 score of a probe ``q`` for identity ``c`` is the cosine similarity aggregated over ``c``'s
-gallery images: ``max`` (default) or ``mean`` (see :mod:`facemetric.gallery.search`). A probe
+gallery images: ``max`` (default) or ``mean`` (see :mod:`facemetric.index.search`). A probe
 is *mated* when its label is enrolled, *non-mated* otherwise.
 
 * rank of a mated probe = ``1 + #{identities c != true : S(q, c) > S(q, true)}`` (ties are
@@ -12,7 +12,7 @@ is *mated* when its label is enrolled, *non-mated* otherwise.
   Grother et al., NIST FRVT 1:N): ``DIR(t)`` = fraction of mated probes whose true identity
   is at rank 1 with ``S >= t``; ``FAR(t)`` (false-positive identification rate) = fraction of
   non-mated probes whose top score is ``>= t``. ``DIR@FAR=a`` uses the lowest ``t`` with
-  ``FAR(t) <= a`` (:func:`facemetric.gallery.calibration.threshold_at_far`: just above the
+  ``FAR(t) <= a`` (:func:`facemetric.eval.open_set.threshold_at_far`: just above the
   ``(k+1)``-th highest non-mated top score, ``k`` = largest count with ``k / n <= a``);
   levels with fewer than ``1 / a`` non-mated probes are skipped (listed).
 
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from facemetric.errors import FacemetricError
+from facemetric.eval.open_set import card_open_set_threshold, check_far, threshold_at_far
+from facemetric.index.search import as_embeddings, identity_score_blocks
 
 FAR_LEVELS = (1e-3, 1e-2, 1e-1)
 
@@ -56,8 +58,6 @@ def identification_scores(
     """Per probe: ``true_score`` (score of its own identity; nan if non-mated), ``rank``
     (0 if non-mated), ``top_score``, ``top_identity`` (index into ``identities``), ``mated``;
     plus ``identities`` (the sorted distinct gallery labels)."""
-    from facemetric.gallery.search import as_embeddings, identity_score_blocks
-
     g = as_embeddings(gallery_embeddings, "gallery_embeddings")
     p = as_embeddings(probe_embeddings, "probe_embeddings", g.shape[1])
     gl = _check_labels(gallery_labels, g.shape[0], "gallery_labels")
@@ -119,12 +119,10 @@ def evaluate_identification(
     ``num_identities``, ``num_gallery``, ``by``. Plain Python values (JSON-serialisable);
     closed-set keys are nan without mated probes.
     """
-    from facemetric.gallery.calibration import _check_far, threshold_at_far
-
     r = identification_scores(gallery_embeddings, gallery_labels, probe_embeddings, probe_labels, by)
     mated = r["mated"]
     m_ident = int(r["identities"].size)
-    levels = [_check_far(lv, "far_levels") for lv in far_levels]
+    levels = [check_far(lv, "far_levels") for lv in far_levels]
     for k in ranks:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise FacemetricError(f"ranks: expected integers >= 1, got {k!r}")
@@ -269,13 +267,11 @@ def identification_report(
     (``rank_<r>``, ``cmc`` up to ``max_rank``, ``dir_at_far``, ...) plus ``protocol``
     (the split's settings and sizes) and ``data`` (the set's summary). When the model card
     has an impostor tail, ``default_threshold`` gives the size-aware open-set threshold for
-    ``default_far`` (:mod:`facemetric.gallery.open_set`, as ``facemetric identify`` uses it)
+    ``default_far`` (:mod:`facemetric.eval.open_set`, as ``facemetric identify`` uses it)
     with the ``far`` and ``dir`` it achieves on this split.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise FacemetricError(f"repeats: expected an integer >= 1, got {repeats!r}")
-    from facemetric.gallery.open_set import card_open_set_threshold
-
     unit = embeddings.unit()
     ids = embeddings.identities
     runs = []

@@ -6,13 +6,17 @@
     g.search(embedder.embed("probe.jpg"), k=5, card=embedder.card)
     g.identify(embedder.embed("probe.jpg")[0], card=embedder.card)  # name or "unknown"
 
-See :mod:`facemetric.gallery.store` for the on-disk layout and the crash-safe commit protocol,
-:mod:`facemetric.gallery.search` for the scores, :mod:`facemetric.gallery.model` for model
-fingerprints and card thresholds, :mod:`facemetric.gallery.calibration` for FAR thresholds.
+Parts: :mod:`~facemetric.gallery.storage` (on-disk layout, crash-safe commit protocol,
+integrity checks), :mod:`~facemetric.gallery.vector_index` (the index over the vectors),
+:mod:`~facemetric.gallery.thresholds` (which open-set threshold applies),
+:mod:`~facemetric.gallery.store` (the :class:`Gallery` facade), :mod:`~facemetric.gallery.images`
+(photos through an embedder), :mod:`~facemetric.gallery.enrolment` (the enrol / identify /
+calibrate jobs the CLI runs). Vector search lives in :mod:`facemetric.index`, the threshold
+math in :mod:`facemetric.eval.open_set`, model fingerprints in
+:mod:`facemetric.inference.model_card`.
 """
 
-from facemetric.gallery.calibration import ThresholdCalibration, calibrate_threshold
-from facemetric.gallery.model import card_similarity_threshold, model_fingerprint
+from facemetric.eval.open_set import ThresholdCalibration, calibrate_threshold
 from facemetric.gallery.store import (
     UNKNOWN,
     Gallery,
@@ -21,6 +25,7 @@ from facemetric.gallery.store import (
     ImageRecord,
     Match,
 )
+from facemetric.inference.model_card import card_similarity_threshold, model_fingerprint
 
 __all__ = [
     "UNKNOWN",

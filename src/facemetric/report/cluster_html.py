@@ -1,6 +1,8 @@
 """An HTML page of face clusters: one thumbnail grid per cluster (largest first, singletons
 last), thumbnails written as small JPEGs into ``<out>/thumbs/``, and optionally the clustering
-metrics against known labels."""
+metrics against known labels. Every file is written atomically (:mod:`facemetric.io`): a
+killed run leaves the previous page or thumbnail, never a torn one. Shown paths that are not
+valid UTF-8 are escaped (``\\xNN``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facemetric.io import atomic_write, atomic_write_text
 
 THUMB_SIZE = 96
 METRIC_KEYS = ("pairwise_precision", "pairwise_recall", "pairwise_f1", "bcubed_precision",
@@ -30,14 +34,18 @@ def write_thumbnail(src: str | os.PathLike, dst: Path, size: int = THUMB_SIZE) -
     """A JPEG thumbnail of ``src`` fitting ``size`` x ``size``; False when it cannot be read."""
     from PIL import Image
 
-    try:
-        with Image.open(src) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            im.save(dst, "JPEG", quality=80)
-        return True
-    except OSError:
+    from facemetric.data.image_io import load_image
+
+    loaded = load_image(src)  # the one loader: EXIF orientation, 16-bit, size limits
+    if loaded.skip is not None:
         return False
+    im = Image.fromarray(loaded.array)
+    im.thumbnail((size, size))
+    try:
+        atomic_write(dst, lambda fh: im.save(fh, "JPEG", quality=80))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def write_cluster_report(
@@ -67,10 +75,10 @@ def write_cluster_report(
     def shown(p: str | os.PathLike) -> str:
         if folder is not None:
             try:
-                return str(Path(p).relative_to(folder))
+                p = Path(p).relative_to(folder)
             except ValueError:
                 pass
-        return str(p)
+        return os.fsencode(p).decode("utf-8", errors="backslashreplace")
 
     sections = []
     for c in cluster_order(labels):
@@ -111,9 +119,7 @@ section {{ border-top: 1px solid #ddd; }} h2 small {{ color: #777; font-weight: 
 {"".join(sections)}
 </body></html>
 """
-    path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write_text(out / "index.html", page)
 
 
 __all__ = ["cluster_order", "write_cluster_report", "write_thumbnail"]
