@@ -2,10 +2,13 @@
 
 :func:`build_image_cache` decodes, centre-crops and resizes every image once
 (:func:`~facemetric.data.transforms.decode_and_resize`) into a uint8 ``[N, H, W, C]`` ``.npy``
-file that is then memory-mapped. It is written under a temporary name and renamed (a killed or
-failed build leaves no partial cache), with a sidecar ``<cache>.json`` describing what is in it
-(paths, stored size, crop, colour mode, interpolation) and a hash of that description plus
-each file's size and modification time. A later call with the same inputs reuses the file; any
+file that is then memory-mapped. It is written under a temporary name
+(:func:`facemetric.io.temp_path_for`) and renamed: a failed or interrupted build deletes its
+temporary, and the temporary of a killed build (SIGKILL) is removed by the next build in the
+folder (:func:`facemetric.io.remove_stale_temp_files`), so no partial cache stays behind. A
+sidecar ``<cache>.json`` describes what is in it (paths, stored size, crop, colour mode,
+interpolation) and holds a hash of that description plus each file's size and modification
+time. A later call with the same inputs reuses the file; any
 change (a path, an image file, the size, the crop, ...) rebuilds it.
 
 Decoding runs in a thread pool: Pillow releases the GIL while decoding and resizing, the
@@ -23,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -42,7 +44,13 @@ from facemetric.data.transforms import (
     normalize,
 )
 from facemetric.errors import DataError
-from facemetric.train.checkpoint import atomic_write_bytes
+from facemetric.io import (
+    atomic_write_bytes,
+    default_file_mode,
+    fsync_dir,
+    remove_stale_temp_files,
+    temp_path_for,
+)
 
 CACHE_FORMAT = "facemetric-image-cache/1"
 _AUG_SALT = 0xCAC4E
@@ -243,18 +251,19 @@ def build_image_cache(
     side = sidecar_path(cache_path)
     side.unlink(missing_ok=True)  # never leave a sidecar that could match a half-built cache
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache_path.name}.", suffix=".tmp", dir=cache_path.parent)
-    os.close(fd)
+    remove_stale_temp_files(cache_path.parent)  # caches of builds that were killed
+    tmp = temp_path_for(cache_path)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=tuple(info["shape"]))
         skipped = _fill(out, paths, prep, num_workers, progress, skip_corrupt, aligner=aligner)
         out.flush()
         del out
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, cache_path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+    fsync_dir(cache_path.parent)
     info["skipped"] = [p for p, _ in skipped]
     info["skip_reasons"] = [r for _, r in skipped]
     atomic_write_bytes(side, json.dumps(info, indent=1).encode())

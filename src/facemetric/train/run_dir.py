@@ -65,8 +65,20 @@ class RunDir:
             return [json.loads(line) for line in fh if line.strip()]
 
     def truncate_metrics_after(self, epoch: int) -> None:
-        """On resume, drop records of epochs after the checkpoint (they will be redone)."""
-        records = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= epoch]
+        """On resume, drop records of epochs after the checkpoint (they will be redone);
+        ``epoch=0`` (no checkpoint yet) drops them all. A torn last line (a kill during
+        :meth:`log_metrics`) is dropped too."""
+        if not self.metrics_path.exists():
+            return
+        records = []
+        with open(self.metrics_path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and int(r.get("epoch", 0)) <= epoch:
+                    records.append(r)
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write_bytes(self.metrics_path, text.encode())
 

@@ -5,6 +5,8 @@ Per step: ``emb = model(x)``; ``loss = loss_fn(emb, y)``; backward; optional gra
 centers); ``scheduler.step()``; EMA update. After every epoch a checkpoint holding model, loss
 state, optimizer, scheduler, EMA and RNG states is written atomically; :meth:`Trainer.fit` with
 ``resume=True`` continues from the newest one, so 2 epochs == 1 epoch + resume + 1 epoch.
+An interruption (Ctrl-C, SIGKILL) at any point leaves the last complete checkpoint and no
+temporary file (a SIGKILLed writer's temporary is removed by the next write in the folder).
 Batch order depends only on (seed, epoch) through the batch sampler's ``set_epoch``.
 """
 
@@ -20,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.errors import FacemetricError
+from facemetric.io import atomic_torch_save
 from facemetric.losses.base import EmbeddingLoss
 from facemetric.train.checkpoint import (
-    atomic_torch_save,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -177,12 +179,18 @@ class Trainer:
         return path
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
-        """Restore the given checkpoint, or the newest in the run directory. False if none."""
+        """Restore the given checkpoint, or the newest in the run directory. False if none.
+
+        The run's ``metrics.jsonl`` is cut back to the restored epoch; with no checkpoint at
+        all (a run killed during its first epoch) it is emptied, since training restarts from
+        epoch 0 and would otherwise log its first epochs twice.
+        """
         if checkpoint is None:
             if self.run_dir is None:
                 raise FacemetricError("resume: needs a run directory or a checkpoint path")
             checkpoint = latest_checkpoint(self.run_dir.checkpoints)
             if checkpoint is None:
+                self.run_dir.truncate_metrics_after(0)
                 return False
         self.load_state_dict(load_checkpoint(checkpoint))
         if self.run_dir is not None:
