@@ -163,6 +163,9 @@ def test_hostile_entries_are_counted_skips(tmp_path):
     (root / "alice" / "cycle.png").symlink_to(root / "alice" / "cycle.png")
     (root / "alice" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
     (root / "alice" / "album.jpg").mkdir()  # a directory named like a photo
+    (root / "alice" / "up").symlink_to("..")  # a cycle for any recursive walk
+    (root / "bob" / "old").mkdir()  # photos in a sub-folder are not read: said, not silent
+    shutil.copy(root / "bob" / "bob_0001.png", root / "bob" / "old" / "bob_0009.png")
 
     f = IdentityFolder(root)
     assert f.classes == ["alice", "bob"] and len(f) == 4
@@ -176,11 +179,13 @@ def test_hostile_entries_are_counted_skips(tmp_path):
         f"{root}/alice/cycle.png": "symlink loop",
         f"{root}/alice/dangling.jpg": f"broken symlink (-> {tmp_path / 'gone.jpg'})",
         f"{root}/bob/x\\xff.png": "name is not valid UTF-8",
+        f"{root}/alice/up": "symlink loop (a link to a folder above)",
+        f"{root}/bob/old": f"sub-folder not searched (photos are read directly in {root / 'bob'})",
     }
     json.dumps(report, ensure_ascii=False).encode("utf-8")  # printable and storable
     s = f.summary()
-    assert s["skipped"] == 8 and s["skipped_by_kind"] == {
-        "directory": 1, "broken-link": 2, "link-loop": 2, "bad-name": 2, "duplicate": 1,
+    assert s["skipped"] == 10 and s["skipped_by_kind"] == {
+        "directory": 1, "broken-link": 2, "link-loop": 3, "bad-name": 2, "duplicate": 1, "sub-folder": 1,
     }
     with pytest.raises(DataError, match=r"'loop': symlink loop\)$"):
         IdentityFolder(root, identities=["alice", "loop"])

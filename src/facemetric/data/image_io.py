@@ -89,6 +89,7 @@ class SkipKind(str, Enum):
     NOT_REGULAR = "not-regular"
     BAD_NAME = "bad-name"
     DUPLICATE = "duplicate"
+    SUBFOLDER = "sub-folder"
     EMPTY = "empty"
     UNREADABLE = "unreadable"
     TOO_SMALL = "too-small"
@@ -457,14 +458,35 @@ def scan_images(
     Hidden names (starting with ``.``) and files of other extensions are ignored. An entry
     with an image extension that cannot be a photo is *skipped with its reason*: a directory
     (``x.jpg/``), a symlink loop, a broken symlink, an unreadable, empty or non-regular file, a
-    name that is not valid UTF-8. Returns ``(paths, {path: Skip})``.
+    name that is not valid UTF-8. Sub-folders are not searched, and are skipped with a reason
+    too (so that photos in them are never left out without a word): ``"symlink loop (a link
+    to a folder above)"`` or ``"sub-folder not searched (photos are read directly in
+    <directory>)"``. Returns ``(paths, {path: Skip})``.
     """
     good: list[Path] = []
     skipped: dict[Path, Skip] = {}
     with os.scandir(directory) as it:
         entries = list(it)
+    here = None
     for entry in entries:
-        if entry.name.startswith(".") or not is_image_file(entry.name, extensions):
+        if entry.name.startswith("."):
+            continue
+        if not is_image_file(entry.name, extensions):
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a loop of links with a plain name: not a photo either way
+                is_dir = False
+            if is_dir:
+                here = here or os.path.realpath(directory)
+                target = os.path.realpath(entry.path)
+                if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+                    skipped[Path(entry.path)] = Skip(
+                        SkipKind.LINK_LOOP, "symlink loop (a link to a folder above)")
+                else:
+                    skipped[Path(entry.path)] = Skip(
+                        SkipKind.SUBFOLDER,
+                        f"sub-folder not searched (photos are read directly in "
+                        f"{display_path(directory)})")
             continue
         skip = _entry_skip(entry.path)
         if skip is None:
