@@ -113,3 +113,168 @@ def cosine_similarity_matrix(x: Any, y: Any | None = None) -> np.ndarray:
     a = l2_normalize_rows(to_numpy(x, "x"))
     b = a if y is None else l2_normalize_rows(to_numpy(y, "y"))
     return a @ b.T
+
+
+# ----------------------------------------------------------------------------------------
+# Distance objects for metric learning (pytorch-metric-learning style): a loss or a miner is
+# given one of these and asks it for a pairwise matrix. ``is_inverted`` is True for
+# similarities (larger = more alike); ``margin(x, y)`` is then ``y - x`` instead of ``x - y``,
+# so ``relu(distance.margin(d_ap, d_an) + m)`` is the triplet hinge for either kind.
+def _safe_sqrt(squared: Tensor) -> Tensor:
+    """``sqrt`` with a zero (sub)gradient at 0 instead of inf (coincident points)."""
+    positive = squared > 0
+    return torch.where(positive, squared.clamp(min=torch.finfo(squared.dtype).tiny).sqrt(), 0.0)
+
+
+class BaseDistance:
+    """A pairwise distance or similarity between embeddings.
+
+    ``pairwise(x, y=None) -> [len(x), len(y)]`` (``y = x`` by default; the diagonal of
+    ``pairwise(x)`` is exact: 0 for distances, 1 for the cosine similarity of non-zero rows),
+    ``pair(x, y) -> [n]`` for matched rows. With ``normalize_embeddings`` the rows are first
+    L2-normalised (``F.normalize``, eps 1e-12). Both are differentiable.
+    """
+
+    #: True for similarities (larger = more alike)
+    is_inverted: bool = False
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        self.normalize_embeddings = bool(normalize_embeddings)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.normalize(x, dim=1) if self.normalize_embeddings else x
+
+    def pairwise(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        x = self.normalize(x)
+        return self.compute_matrix(x, None if y is None else self.normalize(y))
+
+    __call__ = pairwise
+
+    def pair(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.compute_pairs(self.normalize(x), self.normalize(y))
+
+    def compute_matrix(self, x: Tensor, y: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def compute_pairs(self, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def margin(self, x: Tensor, y: Tensor) -> Tensor:
+        """``x - y`` for distances, ``y - x`` for similarities: positive when ``x`` is less
+        alike than ``y``. The triplet hinge is ``relu(margin(d_ap, d_an) + m)``."""
+        return y - x if self.is_inverted else x - y
+
+    def as_distance(self, matrix: Tensor) -> Tensor:
+        """``matrix`` turned into "smaller = closer" with the same margins (``-s`` for a
+        similarity): the triplet selection functions work on distances."""
+        return -matrix if self.is_inverted else matrix
+
+    def _key(self) -> tuple:
+        return (type(self), tuple(sorted(vars(self).items())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BaseDistance) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in sorted(vars(self).items()))
+        return f"{type(self).__name__}({opts})"
+
+
+class LpDistance(BaseDistance):
+    """``||x - y||_p ** power`` (``p = 2, power = 2``: :func:`pairwise_squared_distances`;
+    ``p = 2, power = 1``: its square root with a zero gradient at 0; other ``p``:
+    ``torch.cdist``)."""
+
+    def __init__(self, normalize_embeddings: bool = True, p: float = 2, power: float = 1) -> None:
+        super().__init__(normalize_embeddings)
+        try:
+            self.p, self.power = float(p), float(power)
+        except (TypeError, ValueError):
+            raise FacemetricError(f"p, power: expected numbers, got {p!r}, {power!r}") from None
+        if not (self.p >= 1 and self.power > 0):
+            raise FacemetricError(f"p, power: expected p >= 1 and power > 0, got {p}, {power}")
+
+    def compute_matrix(self, x: Tensor, y: Tensor | None) -> Tensor:
+        if self.p == 2:
+            squared = pairwise_squared_distances(x, y)
+            return squared if self.power == 2 else self._from_squared(squared)
+        d = torch.cdist(x, x if y is None else y, p=self.p)
+        return d if self.power == 1 else d.pow(self.power)
+
+    def compute_pairs(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.p == 2:
+            squared = (x - y).pow(2).sum(dim=1)
+            return squared if self.power == 2 else self._from_squared(squared)
+        d = (x - y).abs().pow(self.p).sum(dim=1).pow(1.0 / self.p)
+        return d if self.power == 1 else d.pow(self.power)
+
+    def _from_squared(self, squared: Tensor) -> Tensor:
+        d = _safe_sqrt(squared)
+        return d if self.power == 1 else d.pow(self.power)
+
+
+class EuclideanDistance(LpDistance):
+    """``||x - y||`` (:class:`LpDistance` with ``p = 2, power = 1``)."""
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        super().__init__(normalize_embeddings, p=2, power=1)
+
+
+class SquaredL2Distance(LpDistance):
+    """``||x - y||^2`` (:class:`LpDistance` with ``p = 2, power = 2``; FaceNet's distance, in
+    ``[0, 4]`` on the unit sphere)."""
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        super().__init__(normalize_embeddings, p=2, power=2)
+
+
+class CosineSimilarity(BaseDistance):
+    """``cos(x, y) = x.y / (||x|| ||y||)``, a similarity (``is_inverted``); the rows are always
+    L2-normalised (``normalize_embeddings`` is fixed to True)."""
+
+    is_inverted = True
+
+    def __init__(self, normalize_embeddings: bool = True) -> None:
+        if not normalize_embeddings:
+            raise FacemetricError("normalize_embeddings: CosineSimilarity always normalises")
+        super().__init__(True)
+
+    def compute_matrix(self, x: Tensor, y: Tensor | None) -> Tensor:
+        s = x @ (x if y is None else y).T
+        if y is None:
+            eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+            s = s.masked_fill(eye & (x.norm(dim=1) > 0)[:, None], 1.0)
+        return s
+
+    def compute_pairs(self, x: Tensor, y: Tensor) -> Tensor:
+        return (x * y).sum(dim=1)
+
+
+#: distance objects by name (the names of :data:`DISTANCES`; ``cosine`` is the similarity)
+DISTANCE_OBJECTS: dict[str, type[BaseDistance]] = {
+    "squared_l2": SquaredL2Distance,
+    "euclidean": EuclideanDistance,
+    "cosine": CosineSimilarity,
+}
+
+
+def build_distance(spec: Any, where: str = "distance", **options: Any) -> BaseDistance:
+    """A distance object from an object (returned as is), a name of :data:`DISTANCE_OBJECTS`
+    (``-`` and ``_`` alike), or a mapping ``{name: ..., <options>}``."""
+    if isinstance(spec, BaseDistance):
+        return spec
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        options = {**spec, **options}
+        spec = options.pop("name", None)
+    key = str(spec).lower().replace("-", "_") if isinstance(spec, str) else spec
+    if key not in DISTANCE_OBJECTS:
+        names = ", ".join(DISTANCE_OBJECTS)
+        raise FacemetricError(f"{where}: expected one of {names}, got {spec!r}")
+    try:
+        return DISTANCE_OBJECTS[key](**options)
+    except TypeError as exc:
+        raise FacemetricError(f"{where}: {exc}") from None

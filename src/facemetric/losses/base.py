@@ -20,6 +20,9 @@ may depend on the labels (that is where margin heads such as CosFace/ArcFace add
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,6 +63,22 @@ def check_inputs(
             raise FacemetricError(
                 f"labels: values must lie in [0, {num_classes}), got range [{lo}, {hi}]"
             )
+
+
+def deprecated_alias(
+    name: str, value: Any, old_name: str, old_value: Any, default: Any, owner: str
+) -> Any:
+    """The value of option ``name`` given either as ``name`` or as its deprecated alias
+    ``old_name`` (a ``DeprecationWarning`` then; both at once is a one-line error);
+    ``default`` if neither is given (``None`` means "not given")."""
+    if old_value is None:
+        return default if value is None else value
+    if value is not None:
+        raise FacemetricError(f"{old_name}: deprecated alias of {name}; give {name} only")
+    warnings.warn(
+        f"{owner}: {old_name!r} is deprecated, use {name!r}", DeprecationWarning, stacklevel=3
+    )
+    return old_value
 
 
 class EmbeddingLoss(nn.Module):

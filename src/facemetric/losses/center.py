@@ -17,7 +17,8 @@ features ``x_i`` of the step that was just taken:
 
 ``delta c_j = sum_{i: y_i = j} (c_j - x_i) / (1 + n_j)``,  ``c_j <- c_j - alpha * delta c_j``
 
-where ``n_j`` is the number of samples of class j in the batch; classes absent from the batch
+(the paper's ``alpha`` is this package's ``center_lr``; ``alpha=`` is kept as a deprecated
+alias) where ``n_j`` is the number of samples of class j in the batch; classes absent from the batch
 do not move. The gradient of ``lambda * L_C`` w.r.t. ``x_i`` is ``lambda * (x_i - c_{y_i})``
 (times 1/m for the mean), given by autograd.
 """
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 from facemetric.errors import FacemetricError
-from facemetric.losses.base import ClassifierLoss, EmbeddingLoss, check_inputs
+from facemetric.losses.base import ClassifierLoss, EmbeddingLoss, check_inputs, deprecated_alias
 from facemetric.losses.registry import LOSSES
 
 
@@ -53,11 +54,12 @@ class CenterLoss(EmbeddingLoss):
     Args:
         lambda_: weight of the center term (paper's face model: 0.003; its MNIST figure
             sweeps lambda).
-        alpha: center learning rate (paper: 0.5).
+        center_lr: the center learning rate, the paper's alpha (default 0.5, the paper's).
         head: the joined classification loss, by registry name (default ``"softmax"``) or an
             instance of :class:`ClassifierLoss` (e.g. an L2-softmax or margin head).
         head_options: keyword options for a head built by name.
         reduction: ``"mean"`` (default) or ``"sum"`` over the batch for the center term.
+        alpha: deprecated alias of ``center_lr``.
     """
 
     has_step_update = True
@@ -67,16 +69,18 @@ class CenterLoss(EmbeddingLoss):
         embedding_dim: int,
         num_classes: int,
         lambda_: float = 0.003,
-        alpha: float = 0.5,
+        center_lr: float | None = None,
         head: str | ClassifierLoss = "softmax",
         head_options: dict[str, Any] | None = None,
         reduction: str = "mean",
+        alpha: float | None = None,
     ) -> None:
         super().__init__()
+        alpha = deprecated_alias("center_lr", center_lr, "alpha", alpha, 0.5, "center")
         if lambda_ < 0:
             raise FacemetricError(f"lambda_: expected a non-negative weight, got {lambda_}")
         if not 0 <= alpha <= 1:
-            raise FacemetricError(f"alpha: expected a center learning rate in [0, 1], got {alpha}")
+            raise FacemetricError(f"center_lr (alias alpha): expected a center learning rate in [0, 1], got {alpha}")
         if reduction not in ("mean", "sum"):
             raise FacemetricError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
         if isinstance(head, str):
@@ -90,10 +94,15 @@ class CenterLoss(EmbeddingLoss):
         self.embedding_dim = int(embedding_dim)
         self.num_classes = int(num_classes)
         self.lambda_ = float(lambda_)
-        self.alpha = float(alpha)
+        self.center_lr = float(alpha)
         self.reduction = reduction
         self.register_buffer("centers", torch.zeros(self.num_classes, self.embedding_dim))
         self._pending: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def alpha(self) -> float:
+        """Deprecated name of :attr:`center_lr` (the paper's alpha)."""
+        return self.center_lr
 
     def center_term(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """``1/2 sum_i ||x_i - c_{y_i}||^2`` (divided by the batch size for ``"mean"``)."""
@@ -130,5 +139,5 @@ class CenterLoss(EmbeddingLoss):
         if self._pending is None:
             return
         features, labels = self._pending
-        self.centers.copy_(center_update(self.centers, features, labels, self.alpha))
+        self.centers.copy_(center_update(self.centers, features, labels, self.center_lr))
         self._pending = None

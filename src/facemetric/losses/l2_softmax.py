@@ -1,7 +1,9 @@
 """L2-constrained softmax loss (Ranjan, Castillo & Chellappa, "L2-constrained Softmax Loss for
 Discriminative Face Verification", 2017).
 
-The feature is L2-normalised and scaled to norm ``alpha`` before the softmax classifier:
+The feature is L2-normalised and scaled to norm ``alpha`` (this package's ``scale``, the
+name every normalised head uses; ``alpha=`` is kept as a deprecated alias) before the
+softmax classifier:
 
 ``L = -1/m sum_i log softmax( W (alpha * x_i / ||x_i||) + b )_{y_i}``
 
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facemetric.errors import FacemetricError
-from facemetric.losses.base import ClassifierLoss
+from facemetric.losses.base import ClassifierLoss, deprecated_alias
 from facemetric.losses.registry import LOSSES
 
 
@@ -43,31 +45,41 @@ class L2SoftmaxLoss(ClassifierLoss):
     """L2-normalise, scale by alpha, then linear classifier + cross-entropy (batch mean).
 
     Args:
-        alpha: the scale; a number, or ``"auto"`` for :func:`alpha_lower_bound` (num_classes, p).
-        learn_alpha: make alpha a trainable scalar initialised to ``alpha`` (the paper's
+        scale: the paper's alpha; a number, or ``"auto"`` (default) for
+            :func:`alpha_lower_bound` (num_classes, p).
+        learn_scale: make it a trainable scalar initialised to ``scale`` (the paper's
             "learned alpha" variant); otherwise it is a fixed buffer.
-        p: target probability for ``alpha="auto"`` (paper: 0.9).
+        p: target probability for ``scale="auto"`` (paper: 0.9).
         bias: whether the classifier has a bias term.
+        alpha, learn_alpha: deprecated aliases of ``scale``, ``learn_scale``.
+
+    The value is stored as ``self.alpha`` (parameter or buffer; ``self.scale`` reads it), so
+    checkpoints keep their keys.
     """
 
     def __init__(
         self,
         embedding_dim: int,
         num_classes: int,
-        alpha: float | str = "auto",
-        learn_alpha: bool = False,
+        scale: float | str | None = None,
+        learn_scale: bool | None = None,
         p: float = 0.9,
         bias: bool = True,
+        alpha: float | str | None = None,
+        learn_alpha: bool | None = None,
     ) -> None:
         super().__init__(embedding_dim, num_classes)
+        owner = "l2-softmax"
+        alpha = deprecated_alias("scale", scale, "alpha", alpha, "auto", owner)
+        learn_alpha = deprecated_alias("learn_scale", learn_scale, "learn_alpha", learn_alpha, False, owner)
         if isinstance(alpha, str):
             if alpha != "auto":
-                raise FacemetricError(f"alpha: expected a positive number or 'auto', got {alpha!r}")
+                raise FacemetricError(f"scale (alias alpha): expected a positive number or 'auto', got {alpha!r}")
             alpha_value = alpha_lower_bound(self.num_classes, p)
         else:
             alpha_value = float(alpha)
         if not alpha_value > 0:
-            raise FacemetricError(f"alpha: expected a positive number, got {alpha_value}")
+            raise FacemetricError(f"scale (alias alpha): expected a positive number, got {alpha_value}")
         init = torch.tensor(alpha_value, dtype=torch.float32)
         if learn_alpha:
             self.alpha = nn.Parameter(init)
@@ -77,6 +89,15 @@ class L2SoftmaxLoss(ClassifierLoss):
         self.classifier = nn.Linear(self.embedding_dim, self.num_classes, bias=bias)
 
     normalizes_features = True
+
+    @property
+    def scale(self) -> Tensor:
+        """The feature scale (the paper's alpha; stored as ``self.alpha``)."""
+        return self.alpha
+
+    @property
+    def learn_scale(self) -> bool:
+        return self.learn_alpha
 
     def scaled_features(self, embeddings: Tensor) -> Tensor:
         """``alpha * x / ||x||`` (the input of the classifier)."""
