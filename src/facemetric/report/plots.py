@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -19,8 +20,22 @@ def feature_scatter(
     title: str = "",
     class_names: Sequence[str] | None = None,
 ) -> None:
-    """Scatter of 2-D features coloured by class (the center-loss paper's Fig. 3 style)."""
+    """Scatter of 2-D features coloured by class (the center-loss paper's Fig. 3 style).
+
+    The title is wrapped to the figure's width (explicit ``\\n`` kept) and the legend sits
+    outside the axes, to the right, so it never covers points; the saved image is cropped to
+    everything drawn (``bbox_inches="tight"``), so no title or label is cut off.
+    """
+    fig = scatter_figure(features, labels, title, class_names)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+
+
+def scatter_figure(features: np.ndarray, labels: np.ndarray, title: str = "",
+                   class_names: Sequence[str] | None = None) -> plt.Figure:
+    """The figure :func:`feature_scatter` saves (the caller closes it)."""
     features = np.asarray(features)
+    labels = np.asarray(labels)
     if features.ndim != 2 or features.shape[1] != 2:
         raise ValueError(f"features: expected [N, 2] for a scatter plot, got {features.shape}")
     fig, ax = plt.subplots(figsize=(4.2, 4.2), dpi=110)
@@ -29,29 +44,59 @@ def feature_scatter(
         pts = features[labels == c]
         name = class_names[c] if class_names is not None else str(c)
         ax.scatter(pts[:, 0], pts[:, 1], s=4, color=cmap(int(c) % 10), label=name, alpha=0.8)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, 62), fontsize=8)
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(markerscale=3, fontsize=6, loc="upper right", ncol=2, frameon=False)
+    ax.legend(markerscale=3, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False, borderaxespad=0.0, handletextpad=0.2)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def _wrap(title: str, width: int) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n")) if title else ""
+
+
+def roc_plot(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    min_far: float | None = None,
+    title: str = "",
+) -> None:
+    """ROC curves (FPR on a log axis) of several models: ``{label: (fpr, tpr)}``.
+
+    The FAR axis starts at ``min_far`` -- pass ``1 / number of impostor pairs``, the finest
+    FAR the pairs resolve; by default the smallest positive FPR of the curves, which is that
+    step. Points below it (FPR 0) are drawn at ``min_far``. The legend is placed where it
+    covers the fewest curve points (lower right, where ROC curves rarely go, by default).
+    """
+    fig = roc_figure(curves, min_far, title)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
 
 
-def roc_plot(curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike) -> None:
-    """ROC curves (FPR on a log axis) of several models: ``{label: (fpr, tpr)}``."""
+def roc_figure(curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+               min_far: float | None = None, title: str = "") -> plt.Figure:
+    """The figure :func:`roc_plot` saves (the caller closes it)."""
     fig, ax = plt.subplots(figsize=(4.5, 4.0), dpi=110)
+    if min_far is None:
+        positive = [float(np.min(np.asarray(f)[np.asarray(f) > 0])) for f, _ in curves.values()
+                    if np.any(np.asarray(f) > 0)]
+        min_far = min(positive) if positive else 1e-3
+    if not (0 < min_far < 1):
+        raise ValueError(f"min_far: expected a number in (0, 1), got {min_far!r}")
     for label, (fpr, tpr) in curves.items():
-        fpr = np.maximum(np.asarray(fpr), 1e-5)
+        fpr = np.maximum(np.asarray(fpr, dtype=float), min_far)
         ax.plot(fpr, tpr, label=label, lw=1.2)
     ax.set_xscale("log")
-    ax.set_xlabel("false accept rate")
+    ax.set_xlim(min_far, 1.0)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel(f"false accept rate (from {min_far:.2g})")
     ax.set_ylabel("true accept rate")
+    if title:
+        ax.set_title(_wrap(title, 60), fontsize=8)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
 
 
 def error_reject_plot(result: dict, path: str | os.PathLike, title: str = "") -> None:
