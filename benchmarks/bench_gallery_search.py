@@ -12,7 +12,7 @@ cosine, timed as:
 
 Compared:
 
-* exact: :func:`facemetric.gallery.search.topk_inner_product` (chunked BLAS matmul +
+* exact: :func:`facemetric.index.search.topk_inner_product` (chunked BLAS matmul +
   ``torch.topk`` merging; the gallery's ``index="exact"``);
 * faiss flat: ``IndexFlatIP`` (exact), when faiss is importable (its build time is printed);
 * plain reference: a NumPy per-query linear scan computing every distance and sorting them all

@@ -76,7 +76,7 @@ def test_enroll_identify_list_remove(faces, tmp_path, capsys):
     assert all(len(r["matches"]) == 3 and r["threshold"] == t for r in rows)
     assert rows[3]["matches"][0]["score"] < t - 0.03  # the stranger is well below the threshold
     code, out, _ = cli(capsys, "identify", "--gallery", gallery, probes[0])
-    assert code == 0 and out.splitlines()[0].startswith(f"{probes[0]}: {PEOPLE[1]} (score ")
+    assert code == 0 and out.splitlines()[0].startswith(f"{probes[0]}: {PEOPLE[1]} (cosine similarity ")
     assert f"threshold {t:.4f} (model's impostor tail: FAR 0.01 against 9 images), by max" in out
 
     code, out, err = cli(capsys, "gallery", "list", "--gallery", gallery)
@@ -116,7 +116,8 @@ def test_gallery_errors_are_one_line(faces, tmp_path, capsys):
     photo = sorted((faces / PEOPLE[0]).iterdir())[0]
     missing = tmp_path / "missing.gallery"
     code, _, err = cli(capsys, "identify", "--gallery", missing, photo)
-    assert code == 2 and err.strip() == f"error: gallery {missing}: does not exist (create it with Gallery.create)"
+    assert code == 2 and err.strip() == (f"error: gallery {missing} does not exist; create it with "
+                                         f"`facemetric enroll --gallery {missing} ...`")
     code, _, err = cli(capsys, "gallery", "list", "--gallery", missing)
     assert code == 2 and len(err.strip().splitlines()) == 1
 

@@ -185,3 +185,118 @@ def test_bad_photos_and_another_model(toy, tmp_path, capsys):
     assert err.startswith(f"error: gallery {g} was built with model toy-lenets")
     code, _, err = cli(capsys, "gallery", "remove", "-g", g, "--identity", "zed")
     assert code == 2 and err.strip() == f"error: gallery {g}: no identity 'zed'"
+
+
+def test_enrolling_the_same_photos_twice_skips_them(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "dup.gallery"
+    photos = [folder / "anna" / "00.png", folder / "anna" / "01.png"]
+    code, out, err = cli(capsys, "enroll", "-g", g, "-i", "anna", *photos, photos[0], "--model", model, "--quiet")
+    assert code == 0, err
+    assert "2 images of 1 identities enrolled, 0 skipped, 1 skipped as already enrolled" in out
+    code, out, err = cli(capsys, "enroll", "-g", g, "--folder", folder, "--model", model, "--quiet")
+    assert code == 0, err
+    assert "18 images of 7 identities enrolled, 0 skipped, 2 skipped as already enrolled; 7 identities, 20 images" in out
+    code, out, err = cli(capsys, "enroll", "-g", g, "-i", "anna", photos[0], "--model", model, "--allow-duplicates", "--quiet")
+    assert code == 0 and "1 images of 1 identities enrolled" in out
+    with Gallery.open(g) as gal:
+        anna = gal.images("anna")
+        assert len(gal) == 21 and len(anna) == 5 and anna[0].metadata["key"] == anna[-1].metadata["key"]
+        assert anna[0].metadata["key"].endswith(f":{photos[0].resolve()}")
+
+
+def test_identify_and_calibrate_default_to_the_gallerys_model(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "own.gallery"
+    code, _, err = cli(capsys, "enroll", "-g", g, "--folder", folder, "--min-images", 3, "--per-identity", 2,
+                       "--model", model, "--quiet")
+    assert code == 0, err
+    with Gallery.open(g) as gal:
+        assert gal.model_reference == str(Path(model).resolve())
+    probe = folder / "bert" / "04.png"
+    code, out, err = cli(capsys, "identify", "-g", g, probe, "--threshold", 0.5)  # no --model
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith(f"{probe}: bert (cosine similarity ") and ">= threshold 0.5000)" in first
+    assert "  1. bert" in out and " cosine " in out.splitlines()[1]
+    code, out, err = cli(capsys, "identify", "-g", g, probe, "--threshold", 0.9999)
+    assert code == 0 and "< threshold 0.9999)" in out.splitlines()[0] and ": unknown (" in out.splitlines()[0]
+    code, out, err = cli(capsys, "gallery", "calibrate", "-g", g, "--folder", folder, "--far", 0.1, "--quiet")
+    assert code == 0, err
+    assert out.splitlines()[-1].startswith("cosine threshold ")
+    other = make_toy_model(tmp_path / "other-model", name="other-toy", seed=7)
+    code, _, err = cli(capsys, "identify", "-g", g, probe, "--model", other)
+    assert code == 2 and err.strip().endswith(f"; use --model {Path(model).resolve()}")
+
+
+def test_first_enrolment_interrupted_leaves_no_gallery(toy, tmp_path, capsys, monkeypatch):
+    import facemetric.gallery.storage as storage
+
+    model, folder = toy
+
+    class Interrupted(BaseException):
+        pass
+
+    def stop(step):
+        if step == "enroll:before-commit":
+            raise Interrupted
+
+    monkeypatch.setattr(storage, "FAULT_HOOK", stop)
+    g = tmp_path / "new.gallery"
+    with pytest.raises(Interrupted):
+        cli(capsys, "enroll", "-g", g, "--folder", folder, "--model", model, "--quiet")
+    assert list(tmp_path.iterdir()) == []  # as it was before: no gallery at all
+
+
+def test_damaged_vectors_refused_by_list_and_enroll(toy, tmp_path, capsys):
+    model, folder = toy
+    g = tmp_path / "dmg.gallery"
+    code, _, err = cli(capsys, "enroll", "-g", g, "-i", "anna", folder / "anna" / "00.png", "--model", model, "--quiet")
+    assert code == 0, err
+    seg = next(g.glob("vectors-*.npy"))
+    seg.write_bytes(seg.read_bytes()[:-5])
+    for args in (("gallery", "list", "-g", g), ("enroll", "-g", g, "-i", "bert", folder / "bert" / "00.png",
+                                                "--model", model, "--quiet")):
+        code, out, err = cli(capsys, *args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and seg.name in err, (args, err)
+        assert "truncated" in err and "identities" not in out
+
+
+def test_non_utf8_names_are_skipped_not_fatal(toy, tmp_path, capsys):
+    model, _ = toy
+    folder = make_toy_folder(tmp_path / "faces", counts={"anna": 3, "bert": 3})
+    bad_dir = os.fsdecode(os.fsencode(str(folder)) + b"/caf\xe9")
+    os.mkdir(bad_dir)
+    for name in ("00.png", "01.png"):
+        with open(folder / "anna" / name, "rb") as src, open(os.path.join(bad_dir, name), "wb") as dst:
+            dst.write(src.read())
+    bad_file = os.fsdecode(os.fsencode(str(folder / "bert")) + b"/x\xff.png")
+    with open(folder / "bert" / "00.png", "rb") as src, open(bad_file, "wb") as dst:
+        dst.write(src.read())
+    g = tmp_path / "utf.gallery"
+    code, out, err = cli(capsys, "enroll", "-g", g, "--folder", folder, "--model", model, "--quiet")
+    assert code == 0, err
+    assert "6 images of 2 identities enrolled" in out and "not valid UTF-8" in out
+    out_dir = tmp_path / "clusters"
+    code, out, err = cli(capsys, "cluster", folder, "--out", out_dir, "--model", model, "--threshold", 0.9, "--quiet")
+    assert code == 0, err
+    with open(out_dir / "clusters.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and "6 photos -> " in out and "; 2 skipped;" in out
+    assert "bert/x\\xff.png: name is not valid UTF-8" in out and "caf\\xe9: name is not valid UTF-8" in out
+
+
+def test_clusters_csv_is_written_atomically(tmp_path):
+    from facemetric.cluster.folder_job import Photos, cluster_photos
+
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "clusters.csv").write_text("path,cluster\nold.png,0\n")
+    emb = np.eye(3, dtype=np.float32)
+    bad = Path(os.fsdecode(b"/photos/x\xff.png"))
+    card = {"name": "t", "embedding_dim": 3, "thresholds": {"best_accuracy": 1.0}}
+    photos = Photos(emb, [Path("/photos/a.png"), Path("/photos/b.png"), bad], None, card)
+    with pytest.raises(UnicodeEncodeError):
+        cluster_photos(photos, out, threshold=0.5, thumbnails=False)
+    assert (out / "clusters.csv").read_text() == "path,cluster\nold.png,0\n"  # untouched, no temp left
+    assert [p.name for p in out.iterdir()] == ["clusters.csv"]
