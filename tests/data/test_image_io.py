@@ -324,6 +324,7 @@ def test_find_images_survives_symlink_loops(tmp_path):
     (root / "again").symlink_to(root / "a")  # a second name of one folder
     (root / "loop.jpg").symlink_to(root / "loop.jpg")
     (root / "same.png").symlink_to(root / "a" / "x.png")
+    (root / "album.jpg").mkdir()
     paths, skipped = find_images(root)
     assert [p.relative_to(root).as_posix() for p in paths] == ["a/b/y.jpg", "a/x.png"]
     reasons = {p.relative_to(root).as_posix(): str(s) for p, s in skipped.items()}
@@ -332,4 +333,5 @@ def test_find_images_survives_symlink_loops(tmp_path):
         "again": f"already searched as {root / 'a'}",
         "loop.jpg": "symlink loop",
         "same.png": f"same file as {root / 'a' / 'x.png'}",
+        "album.jpg": "is a directory (named like a photo; not searched)",
     }

@@ -514,7 +514,8 @@ def find_images(
     and files are listed before any link is followed): a link to a folder already searched (a
     symlink loop, or a second name of one folder) is skipped with the reason ``"already
     searched as <path>"``, a second name of one file with ``"same file as <path>"``; other
-    entries are skipped as in :func:`scan_images` (unreadable folders too).
+    entries are skipped as in :func:`scan_images` (unreadable folders too; a folder named like a
+    photo, ``x.jpg/``, is skipped as ``"is a directory"`` and not searched).
     Returns ``(paths, {path: Skip})``.
     """
     root = Path(root)
@@ -559,6 +560,8 @@ def find_images(
             if stat.S_ISDIR(est.st_mode):
                 if not is_valid_name(entry.name):
                     skipped[path] = Skip(SkipKind.BAD_NAME, "name is not valid UTF-8")
+                elif image_name:  # x.jpg/: named like a photo, reported as read_image does
+                    skipped[path] = Skip(SkipKind.DIRECTORY, "is a directory (named like a photo; not searched)")
                 elif entry.is_symlink():
                     links.append((key, path))
                 elif key in seen_dirs:  # a bind mount or similar: the same folder again
