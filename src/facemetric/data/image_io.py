@@ -39,7 +39,9 @@ Policy
 
 Folder listing (:func:`scan_images`, :func:`find_images`) skips and counts what cannot be a
 photo (symlink loops, broken links, unreadable entries, names that are not valid UTF-8, a
-directory named ``x.jpg``); :func:`display_path` prints any name safely.
+directory named ``x.jpg``, a sub-folder an identity folder does not search); each real folder
+and file is taken once however many links lead to it. :func:`display_path` prints any name
+safely (``\\xNN`` for bytes that are not UTF-8).
 
 In-memory PIL images go through :func:`convert_image` (orientation and modes, no size
 policy); uint8 arrays are the caller's pixels and are taken as they are.
@@ -320,7 +322,8 @@ def _check_mode(mode: str) -> None:
 
 def _open(source: str | io.BytesIO) -> Image.Image:
     """``Image.open`` (header only) without Pillow's DecompressionBombWarning: the size policy
-    here decides, and refuses with one line instead of a warning on stderr."""
+    here decides, and refuses with one line instead of a warning on stderr. (Pillow's own
+    ``DecompressionBombError``, above twice its ``MAX_IMAGE_PIXELS``, still raises here.)"""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(source)
