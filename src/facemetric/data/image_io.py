@@ -39,8 +39,8 @@ Policy
 
 Folder listing (:func:`scan_images`, :func:`find_images`) skips and counts what cannot be a
 photo (symlink loops, broken links, unreadable entries, names that are not valid UTF-8, a
-directory named ``x.jpg``, a sub-folder an identity folder does not search); each real folder
-and file is taken once however many links lead to it. :func:`display_path` prints any name
+directory named ``x.jpg``, a sub-folder an identity folder does not search); find_images takes
+each real folder and file once however many links lead to it. :func:`display_path` prints any name
 safely (``\\xNN`` for bytes that are not UTF-8).
 
 In-memory PIL images go through :func:`convert_image` (orientation and modes, no size
