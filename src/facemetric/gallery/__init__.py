@@ -7,7 +7,9 @@
     g.identify(embedder.embed("probe.jpg")[0], card=embedder.card)  # name or "unknown"
 
 Parts: :mod:`~facemetric.gallery.storage` (on-disk layout, crash-safe commit protocol,
-integrity checks), :mod:`~facemetric.gallery.vector_index` (the index over the vectors),
+integrity checks) with :mod:`~facemetric.gallery.records` (records, name rules) and
+:mod:`~facemetric.gallery.files` (vector segment files, build folders, content keys),
+:mod:`~facemetric.gallery.vector_index` (the index over the vectors),
 :mod:`~facemetric.gallery.thresholds` (which open-set threshold applies),
 :mod:`~facemetric.gallery.store` (the :class:`Gallery` facade), :mod:`~facemetric.gallery.images`
 (photos through an embedder), :mod:`~facemetric.gallery.enrolment` (the enrol / identify /

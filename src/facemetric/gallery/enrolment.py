@@ -12,7 +12,7 @@ Enrolment (:func:`enrol_files`)
   part-way, it leaves no gallery at all; racing another first enrolment, it joins the
   winner's gallery (same model) or fails with one line.
 * Duplicates: a photo of identity ``c`` whose content key (sha256 of its bytes + its resolved
-  path, :func:`~facemetric.gallery.storage.content_key`, stored in the image's
+  path, :func:`~facemetric.gallery.files.content_key`, stored in the image's
   ``metadata["key"]``) or whose embedding (bit for bit) is already enrolled for ``c`` -- or
   appears earlier in the same command -- is skipped and counted (``allow_duplicates=True``
   enrols it anyway).
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 
 from facemetric.data.folder import IdentityFolder
-from facemetric.data.image_io import display_path, is_valid_name
+from facemetric.data.image_io import display_path, is_valid_name, path_problem
 from facemetric.errors import FacemetricError
 from facemetric.eval.open_set import ThresholdCalibration
-from facemetric.gallery.storage import content_key
+from facemetric.gallery.files import content_key
 from facemetric.gallery.store import UNKNOWN, Gallery
 from facemetric.index.search import as_embeddings
 from facemetric.inference.batch import embed_files
@@ -131,6 +131,9 @@ class EnrolmentResult:
 def _keys(paths: Sequence[Path]) -> list[str | None]:
     keys: list[str | None] = []
     for p in paths:
+        if path_problem(p) is not None:  # not a readable regular file (a FIFO would block)
+            keys.append(None)
+            continue
         try:
             keys.append(content_key(p))
         except OSError:

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -71,27 +70,35 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from facemetric.errors import DataError, FacemetricError
 from facemetric.eval.open_set import ThresholdCalibration
+from facemetric.gallery.files import MissingSegment, remove_stale_new_dirs, verify_segment_files
+from facemetric.gallery.records import (
+    UNKNOWN,
+    IdentityRecord,
+    ImageRecord,
+    Snapshot,
+    check_name,
+    check_utf8,
+    json_dump,
+)
 from facemetric.index.search import as_embeddings
 from facemetric.inference.model_card import model_fingerprint, model_label
 from facemetric.io import atomic_write, fsync_dir
 
 FORMAT = "facemetric-gallery/1"
 DB_NAME = "gallery.sqlite"
-UNKNOWN = "unknown"
 MAX_SEGMENTS = 16  # enrolment merges the segments beyond this many (one compaction)
 #: Seconds a writer waits for another writer's lock before a one-line "locked" error.
 LOCK_TIMEOUT_S = 60.0
 _SEGMENT = re.compile(r"^vectors-(\d+)\.npy$")
 _INDEX = re.compile(r"^index-(\d+)-(\w+)\.(faiss|json)$")
-_NEW_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.new$")
 
 #: Test hook: called with the name of each step of a write (``"enroll:segment-written"``, ...).
 #: A test sets it to raise or to ``os._exit`` to simulate a crash at that step.
@@ -105,69 +112,6 @@ def _fault(step: str) -> None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _json_dump(value: Any, name: str) -> str:
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise FacemetricError(f"{name}: expected a dict, got {type(value).__name__}")
-    try:
-        return json.dumps(dict(value), sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise FacemetricError(f"{name}: not JSON-serialisable ({exc})") from None
-
-
-def _check_name(identity: Any) -> None:
-    if not isinstance(identity, str) or not identity.strip():
-        raise FacemetricError(f"identity: expected a non-empty name, got {identity!r}")
-    if identity == UNKNOWN:
-        raise FacemetricError(f"identity: {UNKNOWN!r} is reserved for open-set rejections")
-    try:
-        identity.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FacemetricError(f"identity: {identity!r} is not valid UTF-8") from None
-
-
-def _check_utf8(value: str | None, name: str) -> None:
-    if value is None:
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FacemetricError(f"{name}: {value!r} is not valid UTF-8") from None
-
-
-class IdentityRecord(NamedTuple):
-    name: str
-    num_images: int
-    metadata: dict
-    created: str
-
-
-class ImageRecord(NamedTuple):
-    id: int
-    identity: str
-    source: str | None
-    metadata: dict
-    created: str
-
-
-@dataclass
-class Snapshot:
-    """One committed state: the vectors and which identity each row belongs to."""
-
-    revision: int
-    generation: int
-    files: list[str]
-    vectors: np.ndarray  # [num_rows, D] float32
-    row_identity: np.ndarray  # [num_rows] dense identity id, -1 = dead row
-    names: list[str]  # dense identity id -> name
-    counts: np.ndarray  # images per dense identity
-
-    @property
-    def live(self) -> np.ndarray:
-        return self.row_identity >= 0
 
 
 _SCHEMA = """
@@ -202,45 +146,6 @@ def _connect(db: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def remove_stale_new_dirs(parent: Path, name: str) -> None:
-    """Delete ``.<name>.<pid>.<hex>.new`` build folders of creations whose process is gone."""
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:
-        return
-    for entry in entries:
-        m = _NEW_DIR.match(entry.name)
-        if m and m.group("name") == name and int(m.group("pid")) != os.getpid() \
-                and not _pid_alive(int(m.group("pid"))):
-            shutil.rmtree(entry.path, ignore_errors=True)
-
-
-class _Missing(Exception):
-    def __init__(self, file: str):
-        super().__init__(file)
-        self.file = file
-
-
-def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """``(shape, dtype, fortran_order, data offset)`` from a ``.npy`` file's header."""
-    fmt = np.lib.format
-    with open(path, "rb") as fh:
-        version = fmt.read_magic(fh)
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read(fh)
-        return shape, dtype, fortran, fh.tell()
 
 
 def _db_errors(method: Callable) -> Callable:
@@ -318,7 +223,7 @@ class GalleryStorage:
         path = Path(path)
         fingerprint, dim, card_json = cls._card_fields(model_card)
         if model_ref is not None:
-            _check_utf8(model_ref, "model_ref")
+            check_utf8(model_ref, "model_ref")
         if path.exists() and not (path.is_dir() and not any(path.iterdir())):
             if exist_ok:
                 return cls._join(path, model_card, populate, open_kw)
@@ -571,46 +476,14 @@ class GalleryStorage:
             finally:
                 conn.execute("COMMIT")
             try:
-                self._verify_files(segs, int(meta["num_rows"]), top)
+                verify_segment_files(self.path, self.dim, segs, int(meta["num_rows"]), top)
                 return
-            except _Missing as missing:
+            except MissingSegment as missing:
                 if self._revision() != int(meta["revision"]):
                     continue
                 raise DataError(f"gallery {self.path}: vectors file missing: {missing.file} "
                                 "(corrupt gallery)") from None
         raise FacemetricError(f"gallery {self.path}: changing too fast to check consistently; retry")
-
-    def _verify_files(self, segs: list, num_rows: int, top: tuple) -> None:
-        offset = 0
-        for file, row_offset, rows in segs:
-            p = self.path / file
-            if int(row_offset) != offset:
-                raise DataError(f"gallery {self.path}: segment {file} starts at row {row_offset}, "
-                                f"expected {offset} (corrupt gallery)")
-            try:
-                shape, dtype, fortran, start = npy_header(p)
-                size = p.stat().st_size
-            except FileNotFoundError:
-                raise _Missing(file) from None
-            except PermissionError:
-                raise
-            except (OSError, ValueError) as exc:
-                raise DataError(f"gallery {self.path}: {file} is unreadable ({exc}) (corrupt gallery)") from None
-            if dtype != np.float32 or tuple(shape) != (int(rows), self.dim) or fortran:
-                raise DataError(
-                    f"gallery {self.path}: {file} holds {dtype} {tuple(shape)}, expected float32 "
-                    f"({rows}, {self.dim}) (corrupt gallery)"
-                )
-            want = start + int(rows) * self.dim * 4
-            if size != want:
-                raise DataError(f"gallery {self.path}: {file} has {size} bytes, expected {want} "
-                                f"(truncated or corrupt gallery)")
-            offset += int(rows)
-        if offset != num_rows:
-            raise DataError(f"gallery {self.path}: segments hold {offset} rows, meta says {num_rows} "
-                            "(corrupt gallery)")
-        if top[0] is not None and (int(top[0]) >= num_rows or int(top[1]) < 0):
-            raise DataError(f"gallery {self.path}: an image points past the vectors (corrupt gallery)")
 
     # ------------------------------------------------------------------ writes
     @_db_errors
@@ -632,9 +505,9 @@ class GalleryStorage:
         """
         if card is not None:
             self.check_model(card)
-        _check_name(identity)
+        check_name(identity)
         emb = as_embeddings(embeddings, "embeddings", self.dim)
-        ident_meta = None if identity_metadata is None else _json_dump(identity_metadata, "identity_metadata")
+        ident_meta = None if identity_metadata is None else json_dump(identity_metadata, "identity_metadata")
         return self._enroll_rows([identity] * emb.shape[0], emb, sources, metadata,
                                  {identity: ident_meta} if ident_meta else {})
 
@@ -659,7 +532,7 @@ class GalleryStorage:
                 f"identities: expected {emb.shape[0]} names (one per embedding), got {len(names)}"
             )
         for name in set(names):
-            _check_name(name)
+            check_name(name)
         return self._enroll_rows(names, emb, sources, metadata, {})
 
     def _enroll_rows(self, names: list[str], emb: np.ndarray, sources: Any, metadata: Any,
@@ -674,11 +547,11 @@ class GalleryStorage:
             if len(srcs) != k:
                 raise FacemetricError(f"sources: expected {k} (one per embedding), got {len(srcs)}")
             for i, s in enumerate(srcs):
-                _check_utf8(s, f"sources[{i}]")
+                check_utf8(s, f"sources[{i}]")
         if metadata is None or isinstance(metadata, Mapping):
-            metas = [_json_dump(metadata, "metadata")] * k
+            metas = [json_dump(metadata, "metadata")] * k
         else:
-            metas = [_json_dump(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
+            metas = [json_dump(m, f"metadata[{i}]") for i, m in enumerate(metadata)]
             if len(metas) != k:
                 raise FacemetricError(f"metadata: expected {k} dicts (one per embedding), got {len(metas)}")
         now = _now()
@@ -974,17 +847,6 @@ class GalleryStorage:
         return dup
 
 
-def content_key(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """``"<sha256 of the file's bytes>:<resolved path>"``: the key under which an enrolled
-    photo is recognised as already enrolled (same file content at the same resolved path)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    resolved = os.fsencode(Path(path).resolve()).decode("utf-8", "backslashreplace")
-    return f"{h.hexdigest()}:{resolved}"
-
-
 __all__ = [
     "DB_NAME",
     "FORMAT",
@@ -994,6 +856,4 @@ __all__ = [
     "IdentityRecord",
     "ImageRecord",
     "Snapshot",
-    "content_key",
-    "npy_header",
 ]

@@ -27,14 +27,8 @@ import numpy as np
 from facemetric.errors import FacemetricError
 from facemetric.eval.open_set import ThresholdCalibration, calibrate_threshold
 from facemetric.gallery import images as _images
-from facemetric.gallery.storage import (
-    FORMAT,
-    UNKNOWN,
-    GalleryStorage,
-    IdentityRecord,
-    ImageRecord,
-    Snapshot,
-)
+from facemetric.gallery.records import UNKNOWN, IdentityRecord, ImageRecord, Snapshot
+from facemetric.gallery.storage import FORMAT, GalleryStorage
 from facemetric.gallery.thresholds import choose_threshold, default_threshold, given_threshold
 from facemetric.gallery.vector_index import GalleryIndex, check_index_kind, own_identity_scores
 from facemetric.index.search import as_embeddings

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from facemetric.errors import FacemetricError
-from facemetric.gallery.storage import Snapshot
+from facemetric.gallery.records import Snapshot
 from facemetric.index.search import (
     AGGREGATIONS,
     INDEX_KINDS,

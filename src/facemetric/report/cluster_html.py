@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from facemetric.data.image_io import load_image
 from facemetric.io import atomic_write, atomic_write_text
 
 THUMB_SIZE = 96
@@ -32,10 +34,6 @@ def cluster_order(labels: Any) -> list[int]:
 
 def write_thumbnail(src: str | os.PathLike, dst: Path, size: int = THUMB_SIZE) -> bool:
     """A JPEG thumbnail of ``src`` fitting ``size`` x ``size``; False when it cannot be read."""
-    from PIL import Image
-
-    from facemetric.data.image_io import load_image
-
     loaded = load_image(src)  # the one loader: EXIF orientation, 16-bit, size limits
     if loaded.skip is not None:
         return False
