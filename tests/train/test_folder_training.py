@@ -72,8 +72,8 @@ def test_orl_artifact_reloads_with_the_training_embeddings(shared_data, tmp_path
 
     # the artifact reloads and gives exactly the trained model's embeddings
     embedder = facemetric.load_model(tmp_path / "run")
-    evaluator = result.data.evaluator
-    unique, _, _ = evaluator.pairs.unique_paths()
+    evaluator = result.evaluator
+    unique = result.data.val_paths
     from_training = evaluator.embeddings(result.model)  # cache-based evaluation path
     from_inference = embedder.embed(unique)  # file-based inference path
     np.testing.assert_allclose(from_training, from_inference, atol=1e-5)

@@ -3,6 +3,11 @@
 The order depends only on ``(seed, epoch)``: call ``set_epoch(epoch)`` before iterating (as
 with ``DistributedSampler``), so a run resumed at epoch ``e`` sees exactly the batches an
 uninterrupted run would have seen. Global RNG state is never used.
+
+:data:`SAMPLERS` (``sampler.name`` in a recipe) builds a sampler by name from the training
+dataset and the run's seed: ``uniform`` (``batch_size``, ``drop_last``) and ``pk`` /
+``people-x-images`` (``people_per_batch``, ``images_per_person``, ``batches_per_epoch``,
+``allow_repeats``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 
 from facemetric.errors import ConfigError, DataError
+from facemetric.registry import Registry
 
 
 def epoch_generator(seed: int, epoch: int, salt: int = 0) -> torch.Generator:
@@ -214,3 +220,33 @@ class PKBatchSampler:
             for ident in chosen:
                 batch.extend(self._images(ident, g))
             yield batch
+
+
+SAMPLERS: Registry[Any] = Registry("sampler")
+
+
+@SAMPLERS.register("uniform")
+def uniform_sampler(dataset: Any, seed: int, batch_size: int = 128, drop_last: bool = False) -> UniformBatchSampler:
+    """Every index once per epoch, shuffled, in batches of ``batch_size``."""
+    return UniformBatchSampler(len(dataset), batch_size=batch_size, seed=seed, drop_last=drop_last)
+
+
+@SAMPLERS.register("pk", "people-x-images")
+def pk_sampler(
+    dataset: Any,
+    seed: int,
+    people_per_batch: int = 10,
+    images_per_person: int = 10,
+    batches_per_epoch: int | None = None,
+    allow_repeats: bool = False,
+) -> PKBatchSampler:
+    """``people_per_batch`` identities x ``images_per_person`` images per batch (facenet)."""
+    labels = dataset.labels.tolist() if hasattr(dataset.labels, "tolist") else list(dataset.labels)
+    return PKBatchSampler(
+        labels,
+        people_per_batch=people_per_batch,
+        images_per_person=images_per_person,
+        seed=seed,
+        batches_per_epoch=batches_per_epoch,
+        allow_repeats=allow_repeats,
+    )

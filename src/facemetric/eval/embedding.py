@@ -1,46 +1,34 @@
-"""Batched embedding of a dataset and pair-set evaluation of a model."""
+"""Embeddings of a dataset and pair-set evaluation of a model (thin callers of the one
+embedding function, :func:`facemetric.inference.embedding.embed_batches`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:  # annotations only: a runtime import closes an import cycle via data -> train
-    from facemetric.data.pairs import PairList
+from facemetric.data.pairs import PairList
+from facemetric.eval.pair_evaluator import PairSetEvaluator
+from facemetric.eval.verification import evaluate_verification
+from facemetric.inference.embedding import dataset_batches, embed_batches
 
 
-@torch.no_grad()
 def embed_dataset(
     model: nn.Module, dataset: Any, batch_size: int = 256, device: str | torch.device | None = None
 ) -> Tensor:
-    """Raw (un-normalised) embeddings ``[N, D]`` of every item of ``dataset``, in order, on CPU."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for start in range(0, len(dataset), batch_size):
-            idx = list(range(start, min(start + batch_size, len(dataset))))
-            if hasattr(dataset, "get_batch"):
-                images, _ = dataset.get_batch(idx)
-            else:
-                images = torch.stack([dataset[i][0] for i in idx])
-            out.append(model(images.to(device)).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    """Raw (un-normalised, no flip) embeddings ``[N, D]`` (float32) of every item of
+    ``dataset``, in order, on CPU."""
+    return embed_batches(model, dataset_batches(dataset, batch_size), normalize=False, device=device).embeddings
 
 
 def evaluate_pairs(
     embeddings: Tensor, pairs: PairList, distance: str = "squared_l2", far_target: float = 1e-3
 ) -> dict[str, Any]:
-    """Verification metrics of ``pairs`` on L2-normalised ``embeddings`` (LFW protocol)."""
-    from facemetric.eval.verification import evaluate_verification
-
-    normed = F.normalize(embeddings.double(), dim=1).numpy()
+    """Verification metrics (LFW protocol) of ``pairs`` on the raw ``embeddings``, after the
+    one L2 normalisation of :func:`~facemetric.inference.embedding.embed_batches` (float32
+    ``x / max(||x||, 1e-12)``), as the training validation scores them."""
+    normed = torch.nn.functional.normalize(torch.as_tensor(embeddings).float(), dim=1).numpy()
     return evaluate_verification(
         normed[pairs.first],
         normed[pairs.second],
@@ -51,18 +39,18 @@ def evaluate_pairs(
     )
 
 
-class PairEvaluator:
-    """``evaluator(model) -> metrics``: embeds ``dataset`` and evaluates ``pairs`` (for the trainer)."""
+class PairEvaluator(PairSetEvaluator):
+    """``PairEvaluator(dataset, pairs, distance, far_target, batch_size)``: a
+    :class:`~facemetric.eval.pair_evaluator.PairSetEvaluator` of a
+    :class:`~facemetric.data.pairs.PairList` (the signature older code used)."""
 
     def __init__(
         self, dataset: Any, pairs: PairList, distance: str = "squared_l2",
         far_target: float = 1e-3, batch_size: int = 256,
     ) -> None:
-        self.dataset, self.pairs = dataset, pairs
-        self.distance, self.far_target, self.batch_size = distance, far_target, batch_size
+        super().__init__(dataset, pairs.first, pairs.second, pairs.issame, pairs.fold,
+                         distance=distance, far_target=far_target, batch_size=batch_size)
+        self.pairs = pairs
 
-    def __call__(self, model: nn.Module) -> dict[str, Any]:
-        emb = embed_dataset(model, self.dataset, self.batch_size)
-        metrics = evaluate_pairs(emb, self.pairs, self.distance, self.far_target)
-        metrics.pop("roc", None)  # keep metrics.jsonl small; reports recompute the curve
-        return metrics
+
+__all__ = ["PairEvaluator", "PairSetEvaluator", "embed_dataset", "evaluate_pairs"]

@@ -18,13 +18,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facemetric.data.folder import IdentityFolder, read_people_file
 from facemetric.errors import DataError, FacemetricError
+from facemetric.inference.alignment import CardAligner
+from facemetric.inference.batch import embed_files
+from facemetric.inference.embedder import load_model
+from facemetric.inference.model_card import model_fingerprint, model_label
+from facemetric.io import atomic_write_bytes
 
 FORMAT = "facemetric-embeddings/1"
 
@@ -86,8 +93,6 @@ class EmbeddingSet:
         keep = np.ones(len(self), dtype=bool)
         if people is not None:
             if isinstance(people, (str, os.PathLike)):
-                from facemetric.data.folder import read_people_file
-
                 names = read_people_file(people)
             else:
                 names = [str(n) for n in people]
@@ -113,8 +118,6 @@ class EmbeddingSet:
 
     def check_model(self, card: dict[str, Any], where: str = "embeddings") -> None:
         """Raise when ``card`` is not the model these embeddings were made with."""
-        from facemetric.gallery.model import model_fingerprint, model_label
-
         mine = self.meta.get("fingerprint")
         if mine is not None and mine != model_fingerprint(card):
             raise FacemetricError(
@@ -124,8 +127,6 @@ class EmbeddingSet:
     # ------------------------------------------------------------------ disk
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set to ``path`` (``.npz``) atomically."""
-        from facemetric.train.checkpoint import atomic_write_bytes
-
         path = Path(path)
         buf = io.BytesIO()
         np.savez(
@@ -147,11 +148,15 @@ class EmbeddingSet:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ("embeddings", "identities", "paths", "norms", "meta")}
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: not a facemetric embeddings file ({exc})") from None
-        meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{path}: not a facemetric embeddings file ({exc or type(exc).__name__})") from None
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: meta is not valid JSON ({exc.msg})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise DataError(f"{path}: expected format {FORMAT!r}, got {got!r}")
         return cls(meta=meta, **arrays)
 
 
@@ -180,10 +185,6 @@ def embed_identity_folder(
     choice, so every photo counts); unreadable or face-less photos are skipped and listed when
     ``skip_failures`` (else the first one is an error). ``out``: also save the set there.
     """
-    from facemetric.data.folder import IdentityFolder
-    from facemetric.gallery.model import model_fingerprint
-    from facemetric.inference.batch import embed_files
-
     if per_identity is not None and (isinstance(per_identity, bool) or int(per_identity) < 1):
         raise FacemetricError(f"per_identity: expected an integer >= 1, got {per_identity!r}")
     folder = IdentityFolder(data, min_images=min_images, identities=people)
@@ -207,7 +208,7 @@ def embed_identity_folder(
         "flip": bool(flip),
         "filters": {"min_images": min_images, "people": None if people is None else (os.fspath(people) if isinstance(people, (str, os.PathLike)) else list(people)),
                     "per_identity": per_identity},
-        "skipped": result.skipped,
+        "skipped": {**folder.skip_report(), **result.skipped},  # listing skips too (links, bad names)
         "alignment": result.alignment,
     }
     emb_set = EmbeddingSet(result.embeddings, [label_of[p] for p in result.kept], result.kept,
@@ -219,14 +220,10 @@ def embed_identity_folder(
 
 def _embedder(model: Any, face_select: str | None) -> Any:
     if isinstance(model, (str, os.PathLike)):
-        from facemetric.inference.embedder import load_model
-
         embedder = load_model(model)
     else:
         embedder = model
     if face_select is not None and getattr(embedder, "aligner", None) is not None:
-        from facemetric.inference.alignment import CardAligner
-
         embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
     return embedder
 

@@ -1,8 +1,9 @@
 """Evaluate a saved model on a pair protocol (the API behind ``facemetric evaluate``).
 
 The distinct images of the pairs are embedded once through
-:meth:`facemetric.inference.FaceEmbedder.embed` (so evaluation and inference share exactly the
-same preprocessing and normalisation), then scored with the LFW protocol using the card's
+:func:`facemetric.inference.batch.embed_files` (the one embedding function, as
+:meth:`facemetric.inference.FaceEmbedder.embed` and the training validation: evaluation and
+inference share exactly the same preprocessing, flip rule and normalisation), then scored with the LFW protocol using the card's
 distance (squared L2 between L2-normalised embeddings by default; Euclidean between raw
 descriptors for dlib's model); the result is JSON (stable keys) plus an ROC plot.
 """
@@ -16,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
+from facemetric.data.protocols import read_lfw_pairs
+from facemetric.eval.quality import _stats, quality_analysis
 from facemetric.eval.verification import evaluate_verification
-from facemetric.train.checkpoint import atomic_write_bytes
+from facemetric.inference.alignment import CardAligner
+from facemetric.inference.batch import embed_files
+from facemetric.inference.embedder import load_model
+from facemetric.io import atomic_write_bytes
+from facemetric.report.plots import error_reject_plot, roc_plot
 
 
 def evaluate_model(
@@ -43,22 +50,15 @@ def evaluate_model(
     the card's alignment ``select`` (``"largest"``, ``"center"``, ``"score"``) for photos with
     several faces; the report's ``alignment`` section counts detections and fallbacks.
     """
-    from facemetric.data.protocols import read_lfw_pairs
-    from facemetric.inference.embedder import load_model
-
     pairs_path = Path(pairs)
     if not pairs_path.is_file() and (Path(data) / pairs_path).is_file():
         pairs_path = Path(data) / pairs_path
     pair_set = read_lfw_pairs(pairs_path, data)
     embedder = load_model(model)
     if face_select is not None and getattr(embedder, "aligner", None) is not None:
-        from facemetric.inference.alignment import CardAligner
-
         embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
     unique = sorted(set(pair_set.paths1) | set(pair_set.paths2))
     position = {p: i for i, p in enumerate(unique)}
-    from facemetric.inference.batch import embed_files
-
     # a protocol needs every photo of its pairs: a photo that cannot be embedded is an error
     r = embed_files(embedder, unique, flip=flip, batch_size=batch_size, skip_failures=False, progress=progress)
     emb, norms = r.embeddings, (r.norms if quality else None)
@@ -81,8 +81,6 @@ def evaluate_model(
     if getattr(embedder, "aligner", None) is not None:  # the card's detection + alignment step
         report["alignment"] = {**embedder.aligner.spec, "counts": dict(embedder.aligner.counts)}
     if norms is not None:
-        from facemetric.eval.quality import _stats, quality_analysis
-
         q = quality_analysis(
             emb[i1], emb[i2], pair_set.issame, norms[i1], norms[i2], folds=pair_set.fold,
             distance=distance, far_target=far_target,
@@ -96,15 +94,11 @@ def evaluate_model(
             q["figure"] = Path(out).stem + "-quality.png"
         report["quality"] = q
     if out is not None:
-        from facemetric.report.plots import roc_plot
-
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out, json.dumps(report, indent=2).encode())
         roc_plot({report["model_name"] or "model": (metrics["roc"]["fpr"], metrics["roc"]["tpr"])},
                  out.with_name(out.stem + "-roc.png"))
         if norms is not None:
-            from facemetric.report.plots import error_reject_plot
-
             error_reject_plot(report["quality"], out.with_name(out.stem + "-quality.png"))
     return report

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from facemetric.data.protocols import consecutive_folds
 from facemetric.distances import DISTANCES, pair_scores  # noqa: F401  (public re-export)
 from facemetric.errors import FacemetricError
 
@@ -133,14 +134,14 @@ def _prepare(distances: Any, issame: Any, folds: Any):
 
 
 def _consecutive_folds(n: int, n_folds: Any) -> np.ndarray:
-    """Fold ids of ``n_folds`` consecutive blocks (sklearn ``KFold(shuffle=False)`` sizes)."""
+    """Default fold ids: :func:`facemetric.data.protocols.consecutive_folds` (the one
+    splitter: sklearn ``KFold(shuffle=False)`` sizes), after the evaluator's own checks
+    (at least 2 folds, and no more folds than pairs)."""
     if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
         raise FacemetricError(f"n_folds: expected an integer >= 2, got {n_folds!r}")
     if n_folds > n:
         raise FacemetricError(f"n_folds: {n_folds} folds need at least as many pairs, got {n}")
-    sizes = np.full(n_folds, n // n_folds)
-    sizes[: n % n_folds] += 1
-    return np.repeat(np.arange(n_folds), sizes)
+    return consecutive_folds(n, int(n_folds))
 
 
 # --------------------------------------------------------------------------------------------

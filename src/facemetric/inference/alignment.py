@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from facemetric.align import CenterBoxDetector, align_faces, build_detector
 from facemetric.errors import FacemetricError
 
 DEFAULT_ALIGNMENT: dict[str, Any] = {
@@ -52,8 +53,6 @@ class CardAligner:
     """Align images as ``card["alignment"]`` says; ``__call__(images) -> list of uint8 chips``."""
 
     def __init__(self, spec: dict[str, Any]):
-        from facemetric.align import CenterBoxDetector, build_detector
-
         self.spec = {**DEFAULT_ALIGNMENT, **spec}
         s = self.spec
         opts = {"upsample": int(s["upsample"])} if s["detector"] in ("dlib-hog", "hog") else {}
@@ -76,6 +75,8 @@ class CardAligner:
                 f"alignment.select: expected 'largest', 'center' or 'score', got {s['select']!r}"
             )
         self.counts = {"images": 0, "detected": 0, "center_box": 0, "several_faces": 0}
+        #: per image of the latest call, whether the centre-box fallback stood in for a face
+        self.fallback_used: list[bool] = []
 
     def _pick(self, result: Any) -> np.ndarray | None:
         if not result.chips:
@@ -91,14 +92,13 @@ class CardAligner:
         return result.chips[int(np.argmax([f.score for f in result.faces]))]
 
     def __call__(self, images: Sequence[Any]) -> list[np.ndarray]:
-        from facemetric.align import align_faces
-
         s = self.spec
         results = align_faces(
             list(images), self.detector, template=s["template"], fallback=self.fallback,
             size=int(s["size"]), padding=float(s["padding"]), all_faces=s["select"] != "largest",
         )
         chips = []
+        self.fallback_used = [bool(r.fallback_used) for r in results]
         for i, (item, r) in enumerate(zip(images, results, strict=True)):
             chip = self._pick(r)
             if chip is None:

@@ -29,7 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from facemetric._version import __version__
 from facemetric.errors import FacemetricError
+from facemetric.inference.model_card import weights_sha256
+from facemetric.io import git_revision
 
 FORMAT = "facemetric-model/1"
 CARD_NAME = "model_card.json"
@@ -39,9 +42,6 @@ WEIGHTS_NAME = "model.safetensors"
 def save_artifact(path: str | os.PathLike, model: nn.Module, card: dict[str, Any]) -> Path:
     """Write ``model``'s weights and ``card`` to the directory ``path`` (replaced atomically)."""
     from safetensors.torch import save_file
-
-    from facemetric import __version__
-    from facemetric.train.run_dir import git_revision
 
     path = Path(path)
     for key in ("backbone", "embedding_dim", "preprocessing"):
@@ -62,6 +62,7 @@ def save_artifact(path: str | os.PathLike, model: nn.Module, card: dict[str, Any
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        full["weights_sha256"] = weights_sha256(state)  # the model's identity (its fingerprint)
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
         (tmp / CARD_NAME).write_text(json.dumps(full, indent=2))
         if path.exists():
@@ -97,8 +98,19 @@ def load_card(path: str | os.PathLike) -> dict[str, Any]:
         card = json.loads((p / CARD_NAME).read_text())
     except json.JSONDecodeError as exc:
         raise FacemetricError(f"{p / CARD_NAME}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise FacemetricError(f"{p / CARD_NAME}: not UTF-8 text (a model card is JSON)") from None
+    if not isinstance(card, dict):
+        raise FacemetricError(f"{p / CARD_NAME}: expected a JSON object, got {type(card).__name__}")
     if card.get("format") != FORMAT:
         raise FacemetricError(f"{p / CARD_NAME}: unknown format {card.get('format')!r}; expected {FORMAT!r}")
+    backbone = card.get("backbone")
+    if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str):
+        raise FacemetricError(
+            f"{p / CARD_NAME}: 'backbone' missing or malformed; expected {{\"name\": ..., \"options\": {{...}}}}"
+        )
+    if not isinstance(backbone.get("options", {}), dict):
+        raise FacemetricError(f"{p / CARD_NAME}: backbone.options: expected a JSON object")
     return card
 
 

@@ -2,11 +2,12 @@
 
 Each file is decoded (and, when the card has an alignment step, detected and aligned) on its
 own, so an unreadable photo or one without a face is *skipped with its reason* instead of
-failing the batch; the decoded inputs are then embedded in batches through
-:meth:`facemetric.inference.FaceEmbedder.embed_tensor` -- exactly the preprocessing of
-:meth:`~facemetric.inference.FaceEmbedder.embed` (same decode, crop, resize, colour order,
-normalisation, flip rule and L2 normalisation), decoding every file once. A rich progress bar
-counts the files.
+failing the batch; the decoded inputs are then embedded, as they are decoded, by the one
+embedding function (:meth:`facemetric.inference.FaceEmbedder.embed_batches`, i.e.
+:func:`facemetric.inference.embedding.embed_batches` with the card's flip and normalisation
+rules) -- exactly what :meth:`~facemetric.inference.FaceEmbedder.embed` computes (same decode,
+crop, resize, colour order, normalisation, flip rule and L2 normalisation), decoding every
+file once. A rich progress bar (on stderr) counts the files.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from facemetric.data.image_io import path_problem
+from facemetric.data.transforms import decode_and_resize, to_tensor
 from facemetric.errors import FacemetricError
 
 
@@ -59,62 +62,46 @@ def embed_files(
     :class:`~facemetric.errors.FacemetricError` naming the file instead. Missing files are
     skipped with ``"file not found"``.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from facemetric.data.transforms import decode_and_resize, to_tensor
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise FacemetricError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     prep = embedder.preprocessing
     aligner = getattr(embedder, "aligner", None)
     kept: list[str] = []
     skipped: dict[str, str] = {}
-    chunks: list[torch.Tensor] = []
-    pending: list[np.ndarray] = []
 
-    def flush() -> None:
-        if pending:
-            x = to_tensor(np.stack(pending), prep)
-            chunks.append(embedder.embed_tensor(x, flip, normalize=False))
-            pending.clear()
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    from rich.console import Console
-
-    # on stderr, so that stdout (e.g. ``identify --json``) stays clean
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
-        task = bar.add_task(description, total=len(paths))
+    def decoded_batches(bar: Progress, task: Any):
+        """Network inputs of the readable files, ``batch_size`` at a time; records kept/skipped."""
+        pending: list[np.ndarray] = []
         for p in paths:
             name = os.fspath(p)
             try:
-                if not Path(name).is_file():
-                    raise FacemetricError(f"{name}: file not found")
+                problem = path_problem(name)  # "file not found", "is a directory", "symlink loop", ...
+                if problem is not None:
+                    raise FacemetricError(f"{name}: {problem}")
                 source: Any = aligner([name])[0] if aligner is not None else name
                 pending.append(decode_and_resize(source, prep))
             except (FacemetricError, OSError, ValueError) as exc:
                 if not skip_failures:
                     msg = str(exc)
                     raise FacemetricError(msg if name in msg else f"{name}: {msg}") from None
-                skipped[name] = "file not found" if not Path(name).is_file() else _reason(exc, name)
+                skipped[name] = path_problem(name) or _reason(exc, name)
             else:
                 kept.append(name)
-                if len(pending) == batch_size:
-                    flush()
             bar.advance(task)
-        flush()
-    dim = int(embedder.embedding_dim)
-    raw = torch.cat(chunks) if chunks else torch.zeros((0, dim))
-    norms = raw.double().norm(dim=1).numpy()
-    if embedder.normalize_embeddings:
-        raw = torch.nn.functional.normalize(raw, dim=1)
+            if len(pending) == batch_size:
+                yield to_tensor(np.stack(pending), prep)
+                pending.clear()
+        if pending:
+            yield to_tensor(np.stack(pending), prep)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # on stderr, so that stdout (e.g. ``identify --json``) stays clean
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task(description, total=len(paths))
+        result = embedder.embed_batches(decoded_batches(bar, task), flip)
+    emb, norms = result.numpy()
     return EmbeddedFiles(
-        embeddings=raw.numpy().astype(np.float32, copy=False),
+        embeddings=emb.astype(np.float32, copy=False),
         kept=kept,
         skipped=skipped,
         norms=norms,

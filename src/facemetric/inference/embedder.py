@@ -2,12 +2,13 @@
 
 Images may be file paths, PIL images or uint8 arrays (HxWxC or HxW), alone or in a list.
 They are decoded, centre-cropped, resized, colour-converted and normalised exactly as the
-card says, embedded in batches (optionally with flip test-time augmentation: the raw
-embeddings of the image and its mirror are summed, as facenet and insightface do), and
-L2-normalised as the card's ``normalize_embeddings`` says (default true; ``normalize=False``
-gives the raw embeddings, whose norm is the L2-softmax quality signal). Cards of raw-descriptor
-models (``normalize_embeddings: false``, e.g. dlib's) get the *mean* of the two flip views, so
-that distances keep the card's scale. Distances follow the card's ``distance``:
+card says, then embedded by the one embedding function
+:func:`facemetric.inference.embedding.embed_batches` (batched; optionally with flip
+test-time augmentation: the raw embeddings of the image and its mirror are summed, as facenet
+and insightface do) and L2-normalised as the card's ``normalize_embeddings`` says (default
+true; ``normalize=False`` gives the raw embeddings, whose norm is the L2-softmax quality
+signal). Cards of raw-descriptor models (``normalize_embeddings: false``, e.g. dlib's) get the
+*mean* of the two flip views, so that distances keep the card's scale. Distances follow the card's ``distance``:
 ``squared_l2`` (default), ``euclidean`` or ``cosine``.
 
 ``load_model`` also accepts a pretrained name (:mod:`facemetric.inference.pretrained`, e.g.
@@ -23,11 +24,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facemetric.data.transforms import Preprocessing, decode_and_resize, to_tensor
+from facemetric.distances import DISTANCES, pair_scores
 from facemetric.errors import FacemetricError
+from facemetric.inference.alignment import CardAligner
 from facemetric.inference.artifact import load_card, load_weights, resolve_artifact_dir
+from facemetric.inference.embedding import Embedded, embed_batches
+from facemetric.inference.pretrained import resolve_model_path
+from facemetric.models import build_model
 
 ImageLike = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray
 
@@ -48,16 +54,11 @@ class FaceEmbedder:
         device: str | torch.device = "cpu",
         align: bool = True,
     ):
-        from facemetric.data.transforms import Preprocessing
-        from facemetric.eval.verification import DISTANCES
-
         self.card = card
         #: the card's detection + alignment step (None: the card has none, or ``align=False``
         #: because the inputs are already aligned chips); ``aligner.counts`` tallies fallbacks
         self.aligner = None
         if align and card.get("alignment"):
-            from facemetric.inference.alignment import CardAligner
-
             self.aligner = CardAligner(card["alignment"])
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
         self.distance_kind = str(card.get("distance", "squared_l2"))
@@ -87,8 +88,6 @@ class FaceEmbedder:
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> Tensor:
         """The network input ``[B, C, H, W]`` for ``images``."""
-        from facemetric.data.transforms import decode_and_resize, to_tensor
-
         items = _as_list(images)
         if self.aligner is not None and items:
             items = self.aligner(items)
@@ -97,21 +96,28 @@ class FaceEmbedder:
             raise FacemetricError("images: nothing to embed")
         return to_tensor(np.stack(arrays), self.preprocessing)
 
-    @torch.no_grad()
+    def embed_batches(
+        self, batches: Any, flip: bool = False, normalize: bool | None = None, progress: Any = None
+    ) -> Embedded:
+        """:func:`~facemetric.inference.embedding.embed_batches` with this card's rules:
+        flip views summed (averaged for raw-descriptor cards), L2-normalised as the card says
+        unless ``normalize`` is given, on this embedder's device."""
+        return embed_batches(
+            self.model, batches, flip=flip, flip_mean=not self.normalize_embeddings,
+            normalize=self.normalize_embeddings if normalize is None else bool(normalize),
+            device=self.device, embedding_dim=self.embedding_dim, progress=progress,
+        )
+
     def embed_tensor(self, batch: Tensor, flip: bool = False, normalize: bool | None = None) -> Tensor:
         """Embeddings of an already preprocessed batch (float32 on CPU); ``normalize=None``:
         as the card says."""
-        if normalize is None:
-            normalize = self.normalize_embeddings
-        x = batch.to(self.device)
-        emb = self.model(x).float()
-        if flip:
-            emb = emb + self.model(torch.flip(x, dims=[3])).float()
-            if not self.normalize_embeddings:  # raw-descriptor card: keep the scale
-                emb = emb / 2
-        if normalize:
-            emb = F.normalize(emb, dim=1)
-        return emb.cpu()
+        return self.embed_batches([batch], flip, normalize).embeddings
+
+    def _input_batches(self, items: list[ImageLike], batch_size: int):
+        if not items:
+            raise FacemetricError("images: nothing to embed")
+        for i in range(0, len(items), batch_size):
+            yield self.preprocess(items[i : i + batch_size])
 
     def embed(
         self,
@@ -122,14 +128,8 @@ class FaceEmbedder:
     ) -> np.ndarray:
         """Embeddings ``[N, D]`` (float32 numpy) of ``images`` in order; L2-normalised as the
         card says unless ``normalize`` is given."""
-        items = _as_list(images)
-        out = [
-            self.embed_tensor(self.preprocess(items[i : i + batch_size]), flip, normalize)
-            for i in range(0, len(items), batch_size)
-        ]
-        if not out:
-            raise FacemetricError("images: nothing to embed")
-        return torch.cat(out).numpy()
+        batches = self._input_batches(_as_list(images), batch_size)
+        return self.embed_batches(batches, flip, normalize).embeddings.numpy()
 
     def embed_with_norms(
         self, images: ImageLike | Sequence[ImageLike], batch_size: int = 64, flip: bool = False
@@ -139,22 +139,12 @@ class FaceEmbedder:
         pre-normalisation norms ``||x||`` ``[N]`` (float64), the L2-softmax face-quality signal.
         With ``flip``, ``x = f(image) + f(mirror)``: the norm of the *summed* raw features (the
         vector that is normalised; up to twice one view's; the mean for raw-descriptor cards)."""
-        items = _as_list(images)
-        raw = [
-            self.embed_tensor(self.preprocess(items[i : i + batch_size]), flip, normalize=False)
-            for i in range(0, len(items), batch_size)
-        ]
-        if not raw:
-            raise FacemetricError("images: nothing to embed")
-        x = torch.cat(raw)
-        norms = x.double().norm(dim=1).numpy()
-        return (F.normalize(x, dim=1) if self.normalize_embeddings else x).numpy(), norms
+        batches = self._input_batches(_as_list(images), batch_size)
+        return self.embed_batches(batches, flip).numpy()
 
     def distance(self, a: ImageLike, b: ImageLike, flip: bool = False) -> float:
         """The card's distance between the embeddings of two images: by default squared L2
         between L2-normalised embeddings (0..4); Euclidean between raw descriptors for dlib."""
-        from facemetric.eval.verification import pair_scores
-
         e = self.embed([a, b], flip=flip)
         return float(pair_scores(e[:1], e[1:], self.distance_kind)[0])
 
@@ -170,8 +160,6 @@ class FaceEmbedder:
 
 
 def build_from_card(card: dict[str, Any]) -> nn.Module:
-    from facemetric.models import build_model
-
     backbone = card["backbone"]
     return build_model(backbone["name"], **backbone.get("options", {}))
 
@@ -182,12 +170,18 @@ def load_model(
     """Load a model artifact (or a run directory's ``model/``, or a pretrained name such as
     ``"dlib-resnet-v1"``) as a :class:`FaceEmbedder`. ``align=False`` skips the card's
     detection/alignment step (for inputs that are already aligned chips)."""
-    from facemetric.inference.pretrained import resolve_model_path
-
     directory = resolve_artifact_dir(resolve_model_path(path))
     card = load_card(directory)
     model = build_from_card(card)
     state = load_weights(directory)
+    own = model.state_dict()
+    for key, value in state.items():  # a shape mismatch (e.g. the card's embedding size) is the card's error
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise FacemetricError(
+                f"{Path(path)}: weights do not match the card's backbone {card['backbone']['name']!r}: "
+                f"{key} is {tuple(value.shape)} in the weights, {tuple(own[key].shape)} in the model "
+                f"(card embedding_dim {card.get('embedding_dim')})"
+            )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise FacemetricError(

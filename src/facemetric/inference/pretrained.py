@@ -33,8 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from facemetric._version import __version__
+from facemetric.data.transforms import Preprocessing
 from facemetric.errors import FacemetricError
-from facemetric.inference.artifact import CARD_NAME, WEIGHTS_NAME
+from facemetric.inference.artifact import CARD_NAME, WEIGHTS_NAME, save_artifact
+from facemetric.models.dlib_resnet import (
+    DLIB_MEAN_RGB,
+    INPUT_SCALE,
+    V1_STAGES,
+    V1_STEM_WIDTH,
+    load_dlib_resnet,
+)
 
 CACHE_ENV = "FACEMETRIC_CACHE"
 DLIB_MODEL_ENV = "FACEMETRIC_DLIB_MODEL"
@@ -45,9 +54,9 @@ DLIB_RESNET_V1 = "dlib-resnet-v1"
 DLIB_RESNET_V1_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-#: Open-set thresholds of dlib-resnet-v1 (:mod:`facemetric.gallery.open_set`): the cosine
+#: Open-set thresholds of dlib-resnet-v1 (:mod:`facemetric.eval.open_set`): the cosine
 #: similarity above which the given fraction of different-person pairs lies, measured with
-#: ``facemetric.gallery.open_set.impostor_tail`` on all 87,307,271 such pairs of LFW
+#: ``facemetric.eval.open_set.impostor_tail`` on all 87,307,271 such pairs of LFW
 #: deep-funneled (13,233 photos through this card's alignment; ``facemetric embed``).
 DLIB_RESNET_V1_IMPOSTOR_TAIL = {
     "score": "cosine",
@@ -121,10 +130,6 @@ def locate_dlib_resnet_v1() -> Path:
 
 def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]:
     """The model card of the converted dlib network (``model``: the loaded DlibResNet)."""
-    from facemetric import __version__
-    from facemetric.data.transforms import Preprocessing
-    from facemetric.models.dlib_resnet import INPUT_SCALE
-
     mean = [float(m) for m in model.mean_rgb]
     prep = Preprocessing(
         input_size=model.input_size,
@@ -192,14 +197,6 @@ def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]
 
 def convert_dlib_resnet_v1(source: Path, target: Path) -> Path:
     """Parse ``source`` into a DlibResNet and save it with its card as the artifact ``target``."""
-    from facemetric.inference.artifact import save_artifact
-    from facemetric.models.dlib_resnet import (
-        DLIB_MEAN_RGB,
-        V1_STAGES,
-        V1_STEM_WIDTH,
-        load_dlib_resnet,
-    )
-
     model = load_dlib_resnet(source)
     opts = model.options
     expected = {"embedding_dim": 128, "in_channels": 3, "input_size": (150, 150),

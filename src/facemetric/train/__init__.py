@@ -1,28 +1,20 @@
-"""Training: trainer loop, optimizers, schedules, EMA, checkpoints and run directories.
+"""Training: trainer loop, optimizers, schedules, EMA, checkpoints, run directories, the data
+sources of recipes and the experiment that wires them.
 
 ``run_experiment(config_path, overrides=[...])`` is the Python twin of ``facemetric train``.
-The names below are imported lazily: low-level modules (``facemetric.train.checkpoint``) are
-used by the data package, which the experiment module itself imports.
 """
 
-from __future__ import annotations
+from facemetric.train.config import load_config
+from facemetric.train.data_sources import DATA_SOURCES, DataBundle
+from facemetric.train.experiment import TrainResult, build_experiment, run_experiment
+from facemetric.train.trainer import Trainer
 
-from typing import Any
-
-_EXPORTS = {
-    "load_config": "facemetric.train.config",
-    "build_experiment": "facemetric.train.experiment",
-    "run_experiment": "facemetric.train.experiment",
-    "TrainResult": "facemetric.train.experiment",
-    "Trainer": "facemetric.train.trainer",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'facemetric.train' has no attribute {name!r}")
+__all__ = [
+    "DATA_SOURCES",
+    "DataBundle",
+    "Trainer",
+    "TrainResult",
+    "build_experiment",
+    "load_config",
+    "run_experiment",
+]

@@ -1,12 +1,16 @@
 """Build and run a training experiment from a resolved config (the API behind ``facemetric train``).
 
 >>> from facemetric.train import run_experiment
->>> result = run_experiment("configs/digits-center.yaml", overrides=["train.epochs=2"])
->>> result.run_dir, result.final["val"]["accuracy_mean"]
+>>> import tempfile
+>>> result = run_experiment("configs/digits-center-lambda-0.1.yaml", overrides=["train.epochs=1"],
+...                         run_dir=tempfile.mkdtemp(), progress=False)
+>>> sorted(result.final)
+['train', 'val']
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -14,48 +18,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from facemetric.data.sources import DATA_SOURCES, DataBundle
+from facemetric.data.samplers import SAMPLERS
+from facemetric.distances import check_distance_kind
 from facemetric.errors import ConfigError
-from facemetric.eval.embedding import PairEvaluator
-from facemetric.losses import EmbeddingLoss, build_loss
+from facemetric.eval.embedding import embed_dataset
+from facemetric.eval.open_set import impostor_tail
+from facemetric.eval.pair_evaluator import PairSetEvaluator
+from facemetric.inference.artifact import save_artifact
+from facemetric.inference.embedder import FaceEmbedder, load_model
+from facemetric.losses import LOSSES, EmbeddingLoss, build_loss
 from facemetric.models import MODELS, build_model
 from facemetric.registry import Registry
-from facemetric.train.config import load_config, options
+from facemetric.train.config import component_errors, load_config, options, resolve_config
+from facemetric.train.data_sources import DATA_SOURCES, DataBundle
+from facemetric.train.ema import ModelEMA
+from facemetric.train.optim import build_optimizer
 from facemetric.train.run_dir import RunDir
+from facemetric.train.schedules import build_scheduler, schedule_file_stop_epoch
 from facemetric.train.seed import seed_everything
 from facemetric.train.trainer import Trainer, resolve_device
-
-SAMPLERS: Registry[Any] = Registry("sampler")
-
-
-@SAMPLERS.register("uniform")
-def _uniform(dataset: Any, seed: int, batch_size: int = 128, drop_last: bool = False) -> Any:
-    from facemetric.data.samplers import UniformBatchSampler
-
-    return UniformBatchSampler(len(dataset), batch_size=batch_size, seed=seed, drop_last=drop_last)
-
-
-@SAMPLERS.register("pk", "people-x-images")
-def _pk(
-    dataset: Any,
-    seed: int,
-    people_per_batch: int = 10,
-    images_per_person: int = 10,
-    batches_per_epoch: int | None = None,
-    allow_repeats: bool = False,
-) -> Any:
-    from facemetric.data.samplers import PKBatchSampler
-
-    return PKBatchSampler(
-        dataset.labels.tolist() if hasattr(dataset.labels, "tolist") else list(dataset.labels),
-        people_per_batch=people_per_batch,
-        images_per_person=images_per_person,
-        seed=seed,
-        batches_per_epoch=batches_per_epoch,
-        allow_repeats=allow_repeats,
-    )
+from facemetric.train.two_phase import TwoPhaseSampler
 
 
 @dataclass
@@ -77,6 +62,13 @@ class TrainResult:
     model: nn.Module
     loss: EmbeddingLoss
     data: DataBundle
+    #: the validation evaluator the run used (:func:`build_evaluator`), or None
+    evaluator: Any = None
+
+
+def _factory(registry: Registry[Any], name: str) -> Any:
+    """The factory registered as ``name`` (for naming a bad option's key), or None."""
+    return registry.get(name) if name in registry else None
 
 
 def default_run_dir(config: dict[str, Any], root: str | os.PathLike = "runs") -> Path:
@@ -86,8 +78,6 @@ def default_run_dir(config: dict[str, Any], root: str | os.PathLike = "runs") ->
 def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any]:
     """The model's options, with ``input_size``/``in_channels`` taken from the data when the
     backbone accepts them and the config does not set them."""
-    import inspect
-
     opts = options(model_cfg, "pretrained")
     try:
         params = inspect.signature(MODELS.get(model_cfg["name"])).parameters
@@ -104,10 +94,8 @@ def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any
     return opts
 
 
-def _pretrained_init(name: str, backbone: str) -> Any:
+def _pretrained_init(name: str, backbone: str) -> FaceEmbedder:
     """The :class:`FaceEmbedder` whose weights start a fine-tuning run (``model.pretrained``)."""
-    from facemetric.inference.embedder import load_model
-
     init = load_model(name, align=False)
     if init.card["backbone"]["name"] != backbone:
         raise ConfigError(
@@ -120,10 +108,6 @@ def _pretrained_init(name: str, backbone: str) -> Any:
 def _init_head_from_class_means(model: Any, loss: Any, dataset: Any) -> None:
     """Imprint the loss's classifier/centers with each class's mean embedding under ``model``
     (the un-augmented training images; ``train.head_init``: ``auto`` does it for fine-tuning)."""
-    import torch
-
-    from facemetric.eval.embedding import embed_dataset
-
     if not hasattr(loss, "init_from_class_means"):
         return
     was = getattr(dataset, "train", None)
@@ -141,14 +125,28 @@ def _init_head_from_class_means(model: Any, loss: Any, dataset: Any) -> None:
     loss.init_from_class_means(sums / counts)
 
 
+def build_evaluator(config: dict[str, Any], data: DataBundle) -> Any:
+    """The validation evaluator of a run: ``data.evaluator`` when the source made one, else a
+    :class:`~facemetric.eval.pair_evaluator.PairSetEvaluator` of ``data.val_pairs`` over
+    ``data.val`` (flip-TTA as ``data.val_flip`` says) scored as the recipe's ``eval`` section
+    says (``distance``, ``far_target``, ``batch_size``) -- for every data source alike; None
+    without validation pairs."""
+    if data.evaluator is not None:
+        return data.evaluator
+    if data.val is None or data.val_pairs is None:
+        return None
+    ev = config["eval"]
+    return PairSetEvaluator.from_pairs(
+        data.val, data.val_pairs, flip=data.val_flip, distance=check_distance_kind(ev["distance"], "eval.distance"),
+        far_target=float(ev["far_target"]), batch_size=int(ev["batch_size"]),
+        identities=data.val_identities,
+    )
+
+
 def build_experiment(
     config: dict[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True
 ) -> Experiment:
     """Instantiate data, model, loss, sampler, optimizer, schedule, EMA and trainer."""
-    from facemetric.train.ema import ModelEMA
-    from facemetric.train.optim import build_optimizer
-    from facemetric.train.schedules import build_scheduler, schedule_file_stop_epoch
-
     train_cfg = config["train"]
     seed = int(config["seed"])
     seed_everything(seed, deterministic=bool(train_cfg["deterministic"]))
@@ -161,26 +159,30 @@ def build_experiment(
         data_options.setdefault("preprocessing", init.card["preprocessing"])
         if init.card.get("alignment"):
             data_options.setdefault("alignment", init.card["alignment"])
-    data = DATA_SOURCES.build(config["data"]["name"], **data_options)
+    with component_errors("data", config["data"], _factory(DATA_SOURCES, config["data"]["name"])):
+        data = DATA_SOURCES.build(config["data"]["name"], **data_options)
     model_options = _model_options(config["model"], data)
     if init is not None:
         # the architecture must match the weights: the pretrained card's options, not the config's
         model_options = dict(init.card["backbone"].get("options", {}))
-    model = build_model(config["model"]["name"], **model_options)
+    with component_errors("model", config["model"], _factory(MODELS, config["model"]["name"])):
+        model = build_model(config["model"]["name"], **model_options)
     if init is not None:
         model.load_state_dict(init.model.state_dict())
     embedding_dim = int(getattr(model, "embedding_dim", config["model"].get("embedding_dim", 0)))
     num_classes = int(data.train.num_classes)
-    loss = build_loss(
-        config["loss"]["name"], embedding_dim=embedding_dim, num_classes=num_classes,
-        **options(config["loss"]),
-    )
+    with component_errors("loss", config["loss"], _factory(LOSSES, config["loss"]["name"])):
+        loss = build_loss(
+            config["loss"]["name"], embedding_dim=embedding_dim, num_classes=num_classes,
+            **options(config["loss"]),
+        )
     head_init = str(train_cfg.get("head_init", "auto"))
     if head_init not in ("auto", "random", "class_means"):
         raise ConfigError(f"train.head_init: expected 'auto', 'random' or 'class_means', got {head_init!r}")
     if head_init == "class_means" or (head_init == "auto" and init is not None):
         _init_head_from_class_means(model, loss, data.train)
-    sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
+    with component_errors("sampler", config["sampler"], _factory(SAMPLERS, config["sampler"]["name"])):
+        sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
     opt_cfg = config["optimizer"]
     if "lr" not in opt_cfg:
         raise ConfigError("config: 'optimizer.lr' is required")
@@ -194,20 +196,17 @@ def build_experiment(
         stop = schedule_file_stop_epoch(sched_cfg["path"])  # facenet: a negative lr ends training
         if stop is not None:
             epochs = min(epochs, max(stop - 1, 1))
-    scheduler = build_scheduler(
-        sched_cfg["name"], optimizer, steps_per_epoch=len(sampler), epochs=epochs,
-        warmup_epochs=float(sched_cfg.get("warmup_epochs", 0.0)), **options(sched_cfg, "warmup_epochs"),
-    )
+    with component_errors("schedule", sched_cfg):
+        scheduler = build_scheduler(
+            sched_cfg["name"], optimizer, steps_per_epoch=len(sampler), epochs=epochs,
+            warmup_epochs=float(sched_cfg.get("warmup_epochs", 0.0)), **options(sched_cfg, "warmup_epochs"),
+        )
     device = resolve_device(str(train_cfg["device"]))
     model.to(device)
+    if isinstance(sampler, TwoPhaseSampler):  # facenet's two-phase selection embeds with the model
+        sampler.bind(model, loss, data.train, device)
     ema = ModelEMA(model, decay=float(train_cfg["ema_decay"])) if train_cfg["ema_decay"] else None
-    evaluator = data.evaluator
-    if evaluator is None and data.val is not None and data.val_pairs is not None:
-        ev = config["eval"]
-        evaluator = PairEvaluator(
-            data.val, data.val_pairs, distance=ev["distance"], far_target=float(ev["far_target"]),
-            batch_size=int(ev["batch_size"]),
-        )
+    evaluator = build_evaluator(config, data)
     rd = RunDir(run_dir) if run_dir is not None else None
     trainer = Trainer(
         model, loss, data.train, sampler, optimizer, scheduler,
@@ -247,11 +246,11 @@ def _report_markdown(config: dict[str, Any], history: list[dict[str, Any]], summ
 def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
     """Save ``<run>/model``: weights (EMA weights when EMA is on) + the model card.
 
-    Thresholds (squared L2 on normalised embeddings) come from the last validation: the mean
-    over folds of the best-accuracy thresholds and of the VAL@FAR thresholds.
+    Thresholds come from the last validation: the mean over folds of the best-accuracy
+    thresholds and of the VAL@FAR thresholds, in the validation's distance (the recipe's
+    ``eval.distance``, default squared L2 on normalised embeddings), which the card records as
+    its ``distance`` so that inference compares the same way.
     """
-    from facemetric.inference.artifact import save_artifact
-
     assert exp.run_dir is not None
     model = exp.trainer.ema.module if exp.trainer.ema is not None else exp.model
     thresholds: dict[str, float] = {}
@@ -268,6 +267,7 @@ def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
         "backbone": {"name": exp.config["model"]["name"], "options": exp.model_options},
         "embedding_dim": int(getattr(model, "embedding_dim", exp.model_options.get("embedding_dim", 0))),
         "preprocessing": exp.data.preprocessing,
+        "distance": str(exp.config["eval"]["distance"]),
         **({"alignment": exp.data.alignment} if exp.data.alignment else {}),
         **({"initialised_from": exp.config["model"]["pretrained"]} if exp.config["model"].get("pretrained") else {}),
         "loss": exp.config["loss"],
@@ -281,18 +281,15 @@ def write_model_artifact(exp: Experiment, val: dict[str, Any] | None) -> Path:
 
 
 def _validation_impostor_tail(exp: Experiment, model: Any) -> dict[str, Any] | None:
-    """The model's impostor tail (:func:`facemetric.gallery.open_set.impostor_tail`) on the
+    """The model's impostor tail (:func:`facemetric.eval.open_set.impostor_tail`) on the
     distinct validation images of a photo pair set (their identities are the folder names),
     for size-aware open-set thresholds of galleries; levels need 10 pairs above them. None
     when the validation set is not made of photo folders."""
-    from facemetric.data.sources import PairSetEvaluator
-    from facemetric.gallery.open_set import impostor_tail
-
-    evaluator = getattr(exp.data, "evaluator", None)
+    evaluator = exp.trainer.evaluator
     if not isinstance(evaluator, PairSetEvaluator):
         return None
     labels = evaluator.identities()
-    if len(set(labels)) < 2:
+    if labels is None or len(set(labels)) < 2:
         return None
     tail = impostor_tail(evaluator.embeddings(model), labels, min_pairs=10)
     if not tail["levels"]:
@@ -321,9 +318,7 @@ def run_experiment(
             raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
         config = load_config(Path(run_dir) / "config.yaml", overrides)
     elif isinstance(config, dict):
-        from facemetric.train.config import DEFAULTS, _merge, apply_overrides, validate
-
-        config = validate(apply_overrides(_merge(DEFAULTS, config, ""), overrides or []))
+        config = resolve_config(config, overrides)  # relative paths: the working directory
     else:
         config = load_config(config, overrides)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -338,7 +333,7 @@ def run_experiment(
     exp.run_dir.write_text("report.md", _report_markdown(config, history, exp.data.summary))
     if exp.data.supports_artifact:
         write_model_artifact(exp, final.get("val"))
-    return TrainResult(exp.run_dir.path, history, final, exp.model, exp.loss, exp.data)
+    return TrainResult(exp.run_dir.path, history, final, exp.model, exp.loss, exp.data, exp.trainer.evaluator)
 
 
 __all__ = ["run_experiment", "build_experiment", "SAMPLERS", "TrainResult", "Experiment"]

@@ -1,27 +1,48 @@
-"""Training data sources by name (``data.name`` in a config).
+"""Training data sources by name (``data.name`` in a config): the wiring of datasets, image
+caches and validation pairs for ``facemetric train`` (formerly ``facemetric.data.sources``).
 
-A source returns a :class:`DataBundle`: the training set, a held-out set with verification
-pairs (or ``None``), and the preprocessing that inference must repeat.
+A source returns a :class:`DataBundle`: the training set, a held-out validation set with
+verification pairs as indices into it (or ``None``), and the preprocessing that inference must
+repeat. The validation *evaluator* is built from the bundle by the experiment
+(:func:`facemetric.train.experiment.build_evaluator`) with the recipe's ``eval`` section, the
+same way for every source.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from facemetric.data.cache import CachedImageDataset, build_image_cache
+from facemetric.data.digits import load_digits_split
+from facemetric.data.folder import IdentityFolder
 from facemetric.data.pairs import PairList, generate_pairs
+from facemetric.data.protocols import PairSet, generate_folder_pairs, read_lfw_pairs
 from facemetric.data.tensor_dataset import TensorImageDataset
+from facemetric.data.transforms import PRESETS, Preprocessing
 from facemetric.errors import DataError
+from facemetric.inference.alignment import CardAligner
 from facemetric.registry import Registry
 
 
 @dataclass
 class DataBundle:
     train: Any
+    #: the held-out images (network inputs) and the verification pairs over them
     val: Any | None = None
     val_pairs: PairList | None = None
+    #: flip test-time augmentation for validation (``data.val_flip``)
+    val_flip: bool = False
+    #: the identity of each ``val`` item (photo folders), for the model's impostor tail
+    val_identities: list[str] | None = None
+    #: the image file of each ``val`` item (photo folders), in order
+    val_paths: list[str] | None = None
     #: a ready evaluator ``evaluator(model) -> metrics`` (used instead of val/val_pairs)
     evaluator: Any = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -46,8 +67,6 @@ def digits_source(
     pair_seed: int = 0,
 ) -> DataBundle:
     """scikit-learn's 8x8 digits (embedded): stratified split, generated held-out pairs."""
-    from facemetric.data.digits import load_digits_split
-
     split = load_digits_split(input_size=input_size, test_fraction=test_fraction, seed=split_seed)
     pairs = generate_pairs(
         split.test.labels.numpy(), pairs_per_fold=pairs_per_fold, n_folds=pair_folds, seed=pair_seed
@@ -72,87 +91,29 @@ def digits_source(
     )
 
 
-__all__ = ["DATA_SOURCES", "DataBundle", "TensorImageDataset"]
-
-
 def _path(value: str | None) -> str | None:
     return os.path.expanduser(os.path.expandvars(value)) if value else value
 
 
-class PairSetEvaluator:
-    """``evaluator(model) -> metrics`` for a pair set of image files (e.g. LFW ``pairs.txt``).
-
-    The distinct images of the pairs are decoded once (cached), embedded with optional flip
-    test-time augmentation, and scored with the LFW protocol.
-    """
-
-    def __init__(self, pairs: Any, dataset: Any, index1: Any, index2: Any, flip: bool = False,
-                 distance: str = "squared_l2", far_target: float = 1e-3, batch_size: int = 128):
-        self.pairs, self.dataset = pairs, dataset
-        self.index1, self.index2 = index1, index2
-        self.flip, self.distance, self.far_target, self.batch_size = flip, distance, far_target, batch_size
-
-    def embeddings(self, model: Any) -> Any:
-        import torch
-        import torch.nn.functional as F
-
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        out = []
-        try:
-            with torch.no_grad():
-                for start in range(0, len(self.dataset), self.batch_size):
-                    idx = list(range(start, min(start + self.batch_size, len(self.dataset))))
-                    x, _ = self.dataset.get_batch(idx)
-                    x = x.to(device)
-                    e = model(x).float()
-                    if self.flip:
-                        e = e + model(torch.flip(x, dims=[3])).float()
-                    out.append(e.cpu())
-        finally:
-            model.train(was_training)
-        return F.normalize(torch.cat(out).double(), dim=1).numpy()
-
-    def identities(self) -> list[str]:
-        """The identity (parent folder name) of each distinct image, in embedding order."""
-        unique, _, _ = self.pairs.unique_paths()
-        return [Path(p).parent.name for p in unique]
-
-    def __call__(self, model: Any) -> dict[str, Any]:
-        from facemetric.eval.verification import evaluate_verification
-
-        emb = self.embeddings(model)
-        metrics = evaluate_verification(
-            emb[self.index1], emb[self.index2], issame=self.pairs.issame, folds=self.pairs.fold,
-            distance=self.distance, far_target=self.far_target,
-        )
-        metrics.pop("roc", None)
-        return metrics
-
-
-def pair_set_evaluator(
-    pairs: Any, prep: Any, cache_dir: str | None = None, flip: bool = False, aligner: Any = None,
-    far_target: float = 1e-3, num_workers: int = 2, progress: bool = True,
-) -> PairSetEvaluator:
-    """Build a :class:`PairSetEvaluator`: decode (and cache) the pairs' distinct images once."""
-    import numpy as np
-
-    from facemetric.data.cache import CachedImageDataset, build_image_cache
-
+def validation_set(
+    pairs: PairSet, prep: Preprocessing, cache_dir: str | None = None, aligner: Any = None,
+    num_workers: int = 2, progress: bool = True,
+) -> tuple[CachedImageDataset, PairList, list[str], list[str]]:
+    """The distinct images of ``pairs`` decoded (and cached) once, as a dataset of network
+    inputs (centre crop, no augmentation); the pairs as indices into it; each image's identity
+    (its parent folder name); and the image paths, in dataset order."""
     unique, index1, index2 = pairs.unique_paths()
     cache_path = _cache_file(cache_dir, unique, prep, "pairs", aligner)
     array = build_image_cache(
         unique, prep, cache_path, num_workers=num_workers, progress=progress, aligner=aligner
     )
     dataset = CachedImageDataset(array, np.zeros(len(unique), dtype=np.int64), prep, train=False)
-    return PairSetEvaluator(pairs, dataset, index1, index2, flip=flip, far_target=far_target)
+    pair_list = PairList(first=index1, second=index2, issame=np.asarray(pairs.issame, dtype=bool),
+                         fold=np.asarray(pairs.fold, dtype=np.int64))
+    return dataset, pair_list, [Path(p).parent.name for p in unique], unique
 
 
 def _cache_file(cache_dir: str | None, paths: list[str], prep: Any, tag: str, aligner: Any = None) -> str:
-    import hashlib
-    import json
-
     key: list[Any] = [paths, prep.to_dict()]
     if aligner is not None:
         key.append(aligner.spec)
@@ -191,13 +152,11 @@ def folder_source(
     a preset name. ``alignment`` (a model card's alignment section, e.g. dlib's HOG + 5-point
     150x150 chip) detects and aligns every image before ``preprocessing``; it is cached and
     recorded in the model card. Validation: ``val_pairs`` (an LFW-format pairs file over ``val_root``,
-    default ``root``), or ``val_people`` (identities whose generated pairs are used).
+    default ``root``), or ``val_people`` (identities whose generated pairs are used,
+    ``val_folds`` folds of ``val_pairs_per_fold`` pairs); ``val_flip``: flip test-time
+    augmentation. The pairs are scored as the recipe's ``eval`` section says (``distance``,
+    ``far_target``, ``batch_size``), like every other source's.
     """
-    from facemetric.data.cache import CachedImageDataset, build_image_cache
-    from facemetric.data.folder import IdentityFolder
-    from facemetric.data.protocols import generate_folder_pairs, read_lfw_pairs
-    from facemetric.data.transforms import PRESETS, Preprocessing
-
     if isinstance(preprocessing, str):
         if preprocessing not in PRESETS:
             raise DataError(
@@ -210,8 +169,6 @@ def folder_source(
     folder = IdentityFolder(_path(root), min_images=min_images, identities=people, skip_corrupt=skip_corrupt)
     aligner = None
     if alignment:
-        from facemetric.inference.alignment import CardAligner
-
         aligner = CardAligner(dict(alignment))
     cache_path = _cache_file(cache_dir, [str(p) for p in folder.paths], prep, "train", aligner)
     array = build_image_cache(
@@ -222,7 +179,6 @@ def folder_source(
         array, folder.labels, prep, train=True, random_crop=random_crop, flip=flip, seed=seed,
         class_names=folder.classes,
     )
-    evaluator = None
     val_summary: dict[str, Any] = {}
     if val_pairs and val_people:
         raise DataError("data: give either val_pairs (a pairs file) or val_people, not both")
@@ -236,18 +192,25 @@ def folder_source(
         val_summary = {"val_identities": val_folder.num_classes}
     else:
         pairs = None
+    val = val_pair_list = val_identities = val_paths = None
     if pairs is not None:
-        evaluator = pair_set_evaluator(
-            pairs, prep, cache_dir, flip=val_flip, aligner=aligner, num_workers=num_workers,
-            progress=progress,
+        val, val_pair_list, val_identities, val_paths = validation_set(
+            pairs, prep, cache_dir, aligner=aligner, num_workers=num_workers, progress=progress,
         )
         val_summary["val_pairs"] = len(pairs)
     return DataBundle(
         train=train,
-        evaluator=evaluator,
+        val=val,
+        val_pairs=val_pair_list,
+        val_flip=bool(val_flip),
+        val_identities=val_identities,
+        val_paths=val_paths,
         preprocessing=prep.to_dict(),
         supports_artifact=True,
         alignment=aligner.spec if aligner is not None else None,
         summary={"dataset": str(root), "people": people if isinstance(people, str) else None,
                  "min_images": min_images, **folder.summary(), **val_summary},
     )
+
+
+__all__ = ["DATA_SOURCES", "DataBundle", "TensorImageDataset", "digits_source", "folder_source", "validation_set"]
