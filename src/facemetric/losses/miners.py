@@ -22,7 +22,8 @@ they return the same index tuples.
 
 Build one by name with :func:`build_miner` (``MINERS`` is the registry): ``semi-hard``,
 ``random-violating``, ``batch-hard`` (alias ``hard``), ``all`` (alias ``all-triplets``),
-``all-pairs``, ``pair-margin``.
+``all-pairs``, ``pair-margin``, ``consecutive-triplets`` (the batch is ``a, p, n, a, p, n,
+...``: two-phase training).
 """
 
 from __future__ import annotations
@@ -156,6 +157,16 @@ class RandomViolatingMiner(TripletMiner):
         return random_violating(d, labels, self.margin, generator=self.generator)
 
 
+class ConsecutiveTripletsMiner(BaseMiner):
+    """The batch IS a list of triplets: rows ``(3i, 3i+1, 3i+2)`` are ``(a, p, n)``, as in the
+    mini-batches of facenet's two-phase training (:mod:`facemetric.train.two_phase`); a
+    trailing incomplete triplet is ignored. The matrix and labels are not looked at."""
+
+    def mine(self, matrix: Tensor, labels: Tensor) -> IndicesTuple:
+        t = torch.arange(matrix.shape[0] // 3, device=matrix.device) * 3
+        return t, t + 1, t + 2
+
+
 class AllPairsMiner(BaseMiner):
     """Every ordered positive pair ``(i, j)`` (``i != j``, same identity) and every ordered
     negative pair (different identities), row-major (each unordered pair twice, as
@@ -199,6 +210,7 @@ MINERS.register("random-violating", "random_violating")(RandomViolatingMiner)
 MINERS.register("batch-hard", "hard", "batch_hard")(BatchHardMiner)
 MINERS.register("all", "all-triplets", "all_triplets")(AllTripletsMiner)
 MINERS.register("all-pairs", "all_pairs")(AllPairsMiner)
+MINERS.register("consecutive-triplets", "consecutive_triplets")(ConsecutiveTripletsMiner)
 MINERS.register("pair-margin", "pair_margin")(PairMarginMiner)
 
 
