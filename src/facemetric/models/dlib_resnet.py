@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from facemetric.errors import ConfigError, FacemetricError
 from facemetric.models.common import check_common, hw
+from facemetric.models.dlib_format import read_dlib_net
 from facemetric.models.registry import MODELS
 
 #: Per-channel means (R, G, B) of dlib's ``input_rgb_image`` layers.
@@ -375,8 +376,6 @@ def load_dlib_resnet(path: str | os.PathLike) -> DlibResNet:
     ``dlib_face_recognition_resnet_model_v1.dat``), every parameter assigned from the file
     (shapes checked). The module is in eval mode; its ``options`` attribute holds the
     constructor arguments read from the file."""
-    from facemetric.models.dlib_format import read_dlib_net
-
     net = read_dlib_net(path)
     if net.input.kind not in ("input_rgb_image_sized", "input_rgb_image"):
         raise FacemetricError(f"{net.source}: expected an RGB image input layer, got {net.input.kind!r}")
