@@ -138,7 +138,7 @@ def test_killed_first_enrolment_leaves_no_gallery(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "wrong-shape", "missing", "wrong-dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "wrong-shape", "missing", "wrong-dtype", "nan"])
 def test_damaged_vector_file_is_refused_on_open(tmp_path, damage):
     path = tmp_path / "g"
     with Gallery.create(path, card()) as g:
@@ -150,12 +150,28 @@ def test_damaged_vector_file_is_refused_on_open(tmp_path, damage):
         np.save(seg, np.ones((4, DIM), np.float32))
     elif damage == "wrong-dtype":
         np.save(seg, np.ones((5, DIM), np.float64))
+    elif damage == "nan":
+        v = np.load(seg)
+        v[3, 1] = np.nan
+        np.save(seg, v)
     else:
         seg.unlink()
     with pytest.raises(DataError) as e:
         Gallery.open(path)
     msg = one_line(e)
     assert msg.startswith(f"gallery {path}: ") and seg.name in msg
+    if damage == "nan":
+        assert "row 3 holds NaN or inf" in msg
+
+
+def test_content_key_never_opens_a_fifo(tmp_path):
+    from facemetric.gallery.files import content_key
+
+    os.mkfifo(tmp_path / "x.jpg")  # opening it for reading would block forever
+    assert content_key(tmp_path / "x.jpg") is None
+    (tmp_path / "a.jpg").write_bytes(b"abc")
+    assert content_key(tmp_path / "a.jpg") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad:" + str((tmp_path / "a.jpg").resolve()))
 
 
 def test_corrupted_database_page_is_one_line(tmp_path):

@@ -53,8 +53,9 @@ the new snapshot. So a reader sees either the state before or after any write, n
 and a crash at any step leaves the old state (before 5) or the new state (after 5).
 
 Opening checks every segment file against the database (exists, ``.npy`` header float32
-``[rows, D]``, file size = header + ``rows * D * 4`` bytes) and refuses a gallery whose vectors
-are missing, truncated or of the wrong shape with one line naming the file; a corrupted
+``[rows, D]``, file size = header + ``rows * D * 4`` bytes, finite values) and refuses a
+gallery whose vectors are missing, truncated, of the wrong shape or hold NaN with one line
+naming the file; a corrupted
 database page, a database that is not a gallery and a permission error are one line too.
 """
 
