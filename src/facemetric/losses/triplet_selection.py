@@ -116,6 +116,8 @@ def _positive_table(labels: Tensor) -> tuple[Tensor, Tensor]:
     return idx, valid
 
 
+#: entries of the distance matrix handled per block of rows on the packed-key path
+_BLOCK_ELEMENTS = 1 << 17
 #: largest batch the packed-key path handles (row and column take 16 bits each of the key)
 _KEY_PATH_MAX_BATCH = 1 << 16
 _U16 = np.uint64(16)
@@ -144,36 +146,54 @@ def _order_bits(values: np.ndarray, signed: bool) -> np.ndarray:
 
 
 def _band_keys(
-    d: np.ndarray, pos_idx: np.ndarray, pos_ok: np.ndarray, hi: np.ndarray, signed: bool
+    d: np.ndarray,
+    pos_idx: np.ndarray,
+    pos_ok: np.ndarray,
+    hi: np.ndarray,
+    signed: bool,
+    rows: slice,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The negatives of each row with ``d[a, n] < hi[a]`` as sorted uint64 keys.
+    """The negatives of rows ``rows`` with ``d[a, n] < hi[a]`` as sorted uint64 keys.
 
     Key of ``(a, n)``: ``a << 48 | u(d[a, n]) << 16 | n`` with ``u`` the order-preserving
     integer image of the float32 distance (:func:`_order_bits`). One flat sort of the keys
     orders every row's band by distance, ties by column: the order of a stable row sort of the
     negatives, restricted to the band. The same-identity entries (the positive table
     ``pos_idx``/``pos_ok`` and the diagonal) are left out. Returns the keys,
-    ``starts [B+1]`` (row ``a``'s keys are ``keys[starts[a]:starts[a+1]]``) and the
-    ``signed`` flag of :func:`_order_bits` the queries must use (``signed`` as given, or True
-    if a band value has its sign bit set).
+    ``starts [rows + 1]`` (row ``r``'s keys are ``keys[starts[r - rows.start]:...+1]``) and
+    the ``signed`` flag of :func:`_order_bits` the queries must use (``signed`` as given, or
+    True if a band value has its sign bit set).
     """
-    b = d.shape[0]
-    mask = d < hi[:, None]
-    rows = np.broadcast_to(np.arange(b)[:, None], pos_idx.shape)
-    mask[rows[pos_ok], pos_idx[pos_ok]] = False
-    mask.ravel()[:: b + 1] = False
+    b = d.shape[1]
+    r0, r1 = rows.start, rows.stop
+    block = d[r0:r1]
+    mask = block < hi[r0:r1, None]
+    local = np.broadcast_to(np.arange(r1 - r0)[:, None], pos_idx[r0:r1].shape)
+    ok = pos_ok[r0:r1]
+    mask[local[ok], pos_idx[r0:r1][ok]] = False
+    mask.ravel()[r0 :: b + 1][: r1 - r0] = False  # the diagonal entries (a, a)
     flat = np.flatnonzero(mask)  # row-major; far cheaper than a 2-D nonzero or a boolean take
-    starts = np.searchsorted(flat, np.arange(b + 1, dtype=np.int64) * b)
-    # row << 48 | col == flat + row * (2**48 - b)
-    offset = np.repeat(np.arange(b, dtype=np.int64) * ((1 << 48) - b), np.diff(starts))
+    starts = np.searchsorted(flat, np.arange(r1 - r0 + 1, dtype=np.int64) * b)
+    # row << 48 | col == flat_in_block + row * 2**48 - local_row * b
+    row_term = np.arange(r0, r1, dtype=np.int64) << 48
+    row_term -= np.arange(r1 - r0, dtype=np.int64) * b
+    offset = np.repeat(row_term, np.diff(starts))
     offset += flat
-    values = d.ravel()[flat]
+    values = block.ravel()[flat]
     signed = signed or bool(np.signbit(values).any())
     key = _order_bits(values, signed)
     key <<= _U16
     key += offset.view(np.uint64)
     key.sort()
     return key, starts, signed
+
+
+def _row_blocks(b: int) -> list[slice]:
+    """Blocks of whole rows of about :data:`_BLOCK_ELEMENTS` entries: each block's matrix
+    slice, mask and keys stay in the CPU cache (a chunking of the work, not a loop over
+    anchors)."""
+    rows = max(1, _BLOCK_ELEMENTS // max(b, 1))
+    return [slice(r, min(b, r + rows)) for r in range(0, b, rows)]
 
 
 def _key_path_inputs(
@@ -199,26 +219,34 @@ def _semi_hard_keys(
     """:func:`semi_hard` on a CPU float32 matrix without sorting whole rows.
 
     Only negatives below the row's ``max_p d(a,p) + margin`` can be chosen for any pair of
-    the row, so only they are sorted (:func:`_band_keys`); for a pair,
+    the row, so only they are sorted (:func:`_band_keys`, by blocks of rows); for a pair,
     the first band key after ``(a, d(a,p), col=max)`` is the first negative strictly farther
     than the positive, ties to the lowest column -- the sort path's choice.
     """
     dn, dap, upper = _key_path_inputs(d, labels, valid, d_ap, margin)
     ok_pos, pidx = valid.numpy(), pos_idx.numpy()
     hi = np.where(ok_pos, upper, np.float32(-np.inf)).max(axis=1)
-    a, j = np.nonzero(ok_pos)
-    signed = bool(np.signbit(dap[a, j]).any() or np.signbit(upper[a, j]).any())
-    keys, _, signed = _band_keys(dn, pidx, ok_pos, hi, signed)
-    if keys.size == 0 or a.size == 0:
-        return _empty(d.device)
-    pos = np.searchsorted(keys, _query(a, dap[a, j], 0xFFFF, signed), side="right")
-    found = keys[np.minimum(pos, keys.size - 1)]
-    # same row and d(a, n) < d(a, p) + margin  <=>  key below (a, u(d_ap + margin), col 0)
-    ok = (pos < keys.size) & (found < _query(a, upper[a, j], 0, signed))
-    a, j = a[ok], j[ok]
-    n = (found[ok] & np.uint64(0xFFFF)).astype(np.int64)
-    a_t = torch.from_numpy(a.astype(np.int64))
-    return a_t, pos_idx[a_t, torch.from_numpy(j.astype(np.int64))], torch.from_numpy(n)
+    a, j = np.nonzero(ok_pos)  # row-major: sorted by anchor
+    q_lo, q_hi = dap[a, j], upper[a, j]
+    signed = bool(np.signbit(q_lo).any() or np.signbit(q_hi).any())
+    n = np.full(a.size, -1, dtype=np.int64)
+    blocks = _row_blocks(d.shape[0])
+    bounds = np.searchsorted(a, [blk.start for blk in blocks] + [d.shape[0]])
+    for i, rows in enumerate(blocks):
+        qs = slice(bounds[i], bounds[i + 1])
+        if qs.start == qs.stop:
+            continue
+        keys, _, sgn = _band_keys(dn, pidx, ok_pos, hi, signed, rows)
+        if keys.size == 0:
+            continue
+        pos = np.searchsorted(keys, _query(a[qs], q_lo[qs], 0xFFFF, sgn), side="right")
+        found = keys[np.minimum(pos, keys.size - 1)]
+        # same row and d(a, n) < d(a, p) + margin  <=>  key below (a, u(d_ap + margin), 0)
+        ok = (pos < keys.size) & (found < _query(a[qs], q_hi[qs], 0, sgn))
+        n[qs] = np.where(ok, (found & np.uint64(0xFFFF)).astype(np.int64), -1)
+    ok = n >= 0
+    a_t = torch.from_numpy(a[ok].astype(np.int64))
+    return a_t, pos_idx[a_t, torch.from_numpy(j[ok].astype(np.int64))], torch.from_numpy(n[ok])
 
 
 def _random_violating_keys(
@@ -234,9 +262,9 @@ def _random_violating_keys(
 
     A pair's eligible negatives (``d(a,n) < d(a,p) + margin``) are a prefix of the row's
     negatives sorted by ``(distance, column)``; only the row's band below
-    ``max_p d(a,p) + margin`` is sorted (:func:`_band_keys`). The count comes from one
-    ``searchsorted`` and the chosen negative is ``band[floor(u * count)]``: the same uniforms,
-    in the same pair order, pick the same negatives as the sort path.
+    ``max_p d(a,p) + margin`` is sorted (:func:`_band_keys`, by blocks of rows). The count
+    comes from one ``searchsorted`` and the chosen negative is ``band[floor(u * count)]``: the
+    same uniforms, in the same pair order, pick the same negatives as the sort path.
     """
     b = d.shape[0]
     dn, _, upper = _key_path_inputs(d, labels, valid, d_ap, margin)
@@ -245,19 +273,29 @@ def _random_violating_keys(
     gen_device = generator.device if generator is not None else torch.device("cpu")
     n_pairs = int(pairs.sum())
     u = torch.rand(n_pairs, generator=generator, dtype=torch.float64, device=gen_device)
+    u = u.cpu().numpy()
     hi = np.where(pairs, upper, np.float32(-np.inf)).max(axis=1)
     a, j = np.nonzero(pairs)  # row-major: the order in which the uniforms were drawn
-    signed = bool(np.signbit(upper[a, j]).any())
-    keys, starts, signed = _band_keys(dn, pidx, ok_pos, hi, signed)
-    if keys.size == 0 or a.size == 0:
-        return _empty(d.device)
-    count = np.searchsorted(keys, _query(a, upper[a, j], 0, signed), side="left") - starts[a]
-    has = count > 0
-    a, j, c = a[has], j[has], count[has]
-    k = np.minimum(np.floor(u.cpu().numpy()[has] * c).astype(np.int64), c - 1)
-    n = (keys[starts[a] + k] & np.uint64(0xFFFF)).astype(np.int64)
-    a_t = torch.from_numpy(a.astype(np.int64))
-    return a_t, pos_idx[a_t, torch.from_numpy(j.astype(np.int64))], torch.from_numpy(n)
+    q_hi = upper[a, j]
+    signed = bool(np.signbit(q_hi).any())
+    n = np.full(a.size, -1, dtype=np.int64)
+    blocks = _row_blocks(b)
+    bounds = np.searchsorted(a, [blk.start for blk in blocks] + [b])
+    for i, rows in enumerate(blocks):
+        qs = slice(bounds[i], bounds[i + 1])
+        if qs.start == qs.stop:
+            continue
+        keys, starts, sgn = _band_keys(dn, pidx, ok_pos, hi, signed, rows)
+        if keys.size == 0:
+            continue
+        first = starts[a[qs] - rows.start]
+        count = np.searchsorted(keys, _query(a[qs], q_hi[qs], 0, sgn), side="left") - first
+        k = np.minimum(np.floor(u[qs] * count).astype(np.int64), count - 1)
+        picked = keys[np.minimum(first + np.maximum(k, 0), keys.size - 1)]
+        n[qs] = np.where(count > 0, (picked & np.uint64(0xFFFF)).astype(np.int64), -1)
+    ok = n >= 0
+    a_t = torch.from_numpy(a[ok].astype(np.int64))
+    return a_t, pos_idx[a_t, torch.from_numpy(j[ok].astype(np.int64))], torch.from_numpy(n[ok])
 
 
 def semi_hard(d: Tensor, labels: Tensor, margin: float) -> Triplets:
