@@ -194,3 +194,22 @@ def test_describe_identity_counts():
         "identities_with_2_or_more": 3,
     }
     assert describe_identity_counts([])["num_identities"] == 0
+
+
+# ----------------------------------------------------------------------------- registry
+def test_sampler_registry_lives_beside_the_samplers():
+    from facemetric.data.samplers import SAMPLERS
+    from facemetric.train.experiment import SAMPLERS as experiment_samplers
+
+    assert experiment_samplers is SAMPLERS  # the experiment uses the data package's registry
+    labels = torch.arange(6).repeat_interleave(4)
+    data = TensorDataset(torch.zeros(24, 1), labels)
+    data.labels = labels
+    uniform = SAMPLERS.build("uniform", dataset=data, seed=1, batch_size=5)
+    assert isinstance(uniform, UniformBatchSampler) and len(uniform) == 5
+    for name in ("pk", "people-x-images"):
+        pk = SAMPLERS.build(name, dataset=data, seed=1, people_per_batch=3, images_per_person=2)
+        assert isinstance(pk, PKBatchSampler)
+        pk.set_epoch(0)
+        batch = next(iter(pk))
+        assert len(batch) == 6 and len({int(labels[i]) for i in batch}) == 3

@@ -360,3 +360,39 @@ def test_bad_input_raises_one_line_error_naming_the_argument(call, name):
     msg = str(info.value)
     assert msg.startswith(f"{name}:"), msg
     assert "\n" not in msg
+
+
+# ----------------------------------------------------------------------------- one fold splitter
+@pytest.mark.parametrize("n, k", [(601, 10), (605, 10), (6000, 10), (13, 10), (29, 4), (7, 7)])
+def test_one_fold_splitter_for_data_and_evaluation(n, k):
+    """data.consecutive_folds is the evaluator's default split (issue 11, bug 6): sklearn
+    KFold(shuffle=False) blocks, the first n % k one longer; the two used to disagree when k
+    does not divide n (e.g. 605 pairs in 10 folds)."""
+    from facemetric.data import consecutive_folds
+    from facemetric.eval.verification import _consecutive_folds
+
+    expected = np.empty(n, dtype=np.int64)
+    for fold, (_, test) in enumerate(KFold(n_splits=k, shuffle=False).split(np.zeros(n))):
+        expected[test] = fold
+    np.testing.assert_array_equal(consecutive_folds(n, k), expected)
+    np.testing.assert_array_equal(_consecutive_folds(n, k), expected)
+
+    rng = np.random.default_rng(n)
+    d = rng.random(n)
+    g = np.tile([True, False], n)[:n]
+    if n >= 2 * k:  # every fold has both classes: the default folds are exactly these
+        a = evaluate_verification(distances=d, issame=g, n_folds=k)
+        b = evaluate_verification(distances=d, issame=g, folds=expected)
+        assert a["fold_accuracies"] == b["fold_accuracies"] and a["thresholds"] == b["thresholds"]
+
+
+def test_fold_splitter_limits():
+    from facemetric.data import consecutive_folds
+
+    assert consecutive_folds(3, 10).tolist() == [0, 1, 2]  # never more folds than pairs
+    assert consecutive_folds(0, 10).tolist() == []
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(FacemetricError, match="n_folds"):
+            consecutive_folds(10, bad)
+    with pytest.raises(FacemetricError, match="n_folds"):
+        evaluate_verification(distances=np.arange(4.0), issame=[True, False, True, False], n_folds=5)
