@@ -4,7 +4,8 @@
 exit 2).
 
 Each command parses its arguments, calls the API (:mod:`facemetric.gallery.enrolment`,
-:mod:`facemetric.cluster.folder_job`) and prints.
+:mod:`facemetric.cluster.folder_job`) and prints. The API is imported inside each command (lazy
+command bodies): ``facemetric --help`` and usage errors do not import torch.
 
 Thresholds are cosine similarities of L2-normalised embeddings (the gallery's scores; text
 output says "cosine similarity" so they are not mistaken for ``verify``'s distances). By
@@ -23,19 +24,7 @@ from typing import Annotated
 
 import typer
 
-from facemetric.cluster.folder_job import cluster_photos, photos_from_embeddings, photos_from_folder
 from facemetric.errors import FacemetricError
-from facemetric.gallery import Gallery
-from facemetric.gallery.enrolment import (
-    calibrate_folder,
-    enrol_files,
-    folder_plan,
-    gallery_model,
-    identify_files,
-    images_plan,
-)
-from facemetric.inference import load_model
-from facemetric.inference.model_card import model_label
 
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="pretrained name, model artifact or run directory")
@@ -56,6 +45,8 @@ DEFAULT_MODEL = "dlib-resnet-v1"
 
 
 def _load(model: str, center_fallback: bool = False):
+    from facemetric.inference import load_model
+
     embedder = load_model(model)
     if embedder.aligner is not None and not center_fallback:
         embedder.aligner.fallback = None
@@ -105,6 +96,8 @@ def enroll(
         raise FacemetricError(f"--per-identity: expected an integer >= 1, got {per_identity}")
     if folder is None and (min_images != 1 or people is not None or per_identity is not None):
         raise FacemetricError("enroll: --min-images, --people and --per-identity go with --folder")
+    from facemetric.gallery.enrolment import enrol_files, folder_plan, gallery_model, images_plan
+
     if folder is not None:
         plan = folder_plan(folder, min_images, people, per_identity)
     else:
@@ -145,6 +138,9 @@ def identify(
         raise FacemetricError(f"--k: expected an integer >= 1, got {k}")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise FacemetricError(f"--threshold: expected a cosine similarity in [-1, 1], got {threshold}")
+    from facemetric.gallery import Gallery
+    from facemetric.gallery.enrolment import gallery_model, identify_files
+
     with Gallery.open(gallery) as g:
         embedder = _load(gallery_model(model, gallery), center_fallback)
         try:
@@ -175,6 +171,9 @@ def identify(
 # --------------------------------------------------------------------------- gallery list / remove / calibrate
 def gallery_list(gallery: GalleryOpt) -> None:
     """Identities with their image counts."""
+    from facemetric.gallery import Gallery
+    from facemetric.inference.model_card import model_label
+
     with Gallery.open(gallery) as g:
         records = g.identities()
         typer.echo(f"gallery {gallery}: model {model_label(g.card)}, {len(records)} identities, {len(g)} images")
@@ -190,6 +189,8 @@ def gallery_remove(
     """Remove an identity (``--identity``) or images by id (``--image``)."""
     if (identity is None) == (not image):
         raise FacemetricError("gallery remove: give either --identity NAME or --image ID")
+    from facemetric.gallery import Gallery
+
     with Gallery.open(gallery) as g:
         if identity is not None:
             if identity not in {r.name for r in g.identities()}:
@@ -214,6 +215,9 @@ def gallery_calibrate(
     gallery (``identify`` then uses it by default)."""
     if by not in ("max", "mean"):
         raise FacemetricError(f"--by: expected max or mean, got {by!r}")
+    from facemetric.gallery import Gallery
+    from facemetric.gallery.enrolment import calibrate_folder, gallery_model
+
     with Gallery.open(gallery) as g:
         embedder = _load(gallery_model(model, gallery), center_fallback)
         r = calibrate_folder(g, embedder, folder, far=far, by=by, progress=not quiet)
@@ -248,6 +252,12 @@ def cluster(
     (metrics.json and the page); ``--min-images`` / ``--people`` then pick identities.
     ``--embeddings FILE`` clusters the photos of a ``facemetric embed`` file instead, scored
     against its identities."""
+    from facemetric.cluster.folder_job import (
+        cluster_photos,
+        photos_from_embeddings,
+        photos_from_folder,
+    )
+
     if embeddings is not None:
         photos = photos_from_embeddings(embeddings, folder, min_images=min_images, people=people)
     else:
