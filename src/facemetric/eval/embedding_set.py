@@ -27,7 +27,6 @@ import numpy as np
 
 from facemetric.data.folder import IdentityFolder, read_people_file
 from facemetric.errors import DataError, FacemetricError
-from facemetric.inference.alignment import CardAligner
 from facemetric.inference.batch import embed_files
 from facemetric.inference.embedder import load_model
 from facemetric.inference.model_card import model_fingerprint, model_label
@@ -223,8 +222,8 @@ def _embedder(model: Any, face_select: str | None) -> Any:
         embedder = load_model(model)
     else:
         embedder = model
-    if face_select is not None and getattr(embedder, "aligner", None) is not None:
-        embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
+    if face_select is not None:
+        embedder.set_face_select(face_select)
     return embedder
 
 

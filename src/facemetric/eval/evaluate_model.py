@@ -20,7 +20,6 @@ import numpy as np
 from facemetric.data.protocols import read_lfw_pairs
 from facemetric.eval.quality import _stats, quality_analysis
 from facemetric.eval.verification import evaluate_verification
-from facemetric.inference.alignment import CardAligner
 from facemetric.inference.batch import embed_files
 from facemetric.inference.embedder import load_model
 from facemetric.io import atomic_write_bytes
@@ -55,8 +54,7 @@ def evaluate_model(
         pairs_path = Path(data) / pairs_path
     pair_set = read_lfw_pairs(pairs_path, data)
     embedder = load_model(model)
-    if face_select is not None and getattr(embedder, "aligner", None) is not None:
-        embedder.aligner = CardAligner({**embedder.aligner.spec, "select": face_select})
+    embedder.set_face_select(face_select)
     unique = sorted(set(pair_set.paths1) | set(pair_set.paths2))
     position = {p: i for i, p in enumerate(unique)}
     # a protocol needs every photo of its pairs: a photo that cannot be embedded is an error

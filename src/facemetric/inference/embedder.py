@@ -71,6 +71,13 @@ class FaceEmbedder:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
 
+    def set_face_select(self, select: str | None) -> None:
+        """Override the alignment step's choice among several faces in one photo
+        (``"largest"``, ``"center"``, ``"score"``); None keeps the card's. No effect without an
+        alignment step."""
+        if select is not None and self.aligner is not None:
+            self.aligner = CardAligner({**self.aligner.spec, "select": select})
+
     @property
     def embedding_dim(self) -> int:
         return int(self.card["embedding_dim"])
