@@ -21,8 +21,9 @@ Which triplets -- two training modes:
 * **two-phase selection** (facenet's ``train_tripletloss.py``):
   :mod:`facemetric.train.two_phase` embeds a large sample of people x images with the
   current model, selects triplets on that sample, then trains on the selected triplets in
-  mini-batches; each mini-batch reaches this loss with its ``indices_tuple``. Recipes choose
-  with ``train.selection: online | two-phase``.
+  mini-batches laid out ``a, p, n, a, p, n, ...``, which this loss reads with a
+  ``ConsecutiveTripletsMiner``. Recipes choose with the sampler: ``sampler: pk`` (online) or
+  ``sampler: {name: two-phase, ...}`` (e.g. ``configs/digits-triplet-two-phase.yaml``).
 """
 
 from __future__ import annotations
