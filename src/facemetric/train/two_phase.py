@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from facemetric.data.samplers import SAMPLERS, PKBatchSampler, epoch_generator
 from facemetric.errors import ConfigError, FacemetricError
+from facemetric.inference.embedding import embed_batches
 from facemetric.losses.miners import BaseMiner, ConsecutiveTripletsMiner
 
 #: rounds in a row without a single selected triplet before the epoch gives up
@@ -131,18 +132,15 @@ class TwoPhaseSampler:
 
     @torch.no_grad()
     def embed(self, indices: list[int]) -> Tensor:
-        """The model's embeddings of ``indices`` (eval mode, chunks, CPU float32 result)."""
+        """The model's raw embeddings of ``indices`` (eval mode, chunks, CPU float32 result),
+        through the one embedding function
+        (:func:`facemetric.inference.embedding.embed_batches`, no flip, not normalised)."""
         assert self.model is not None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = []
-            for start in range(0, len(indices), self.embed_batch_size):
-                chunk = self._images(indices[start : start + self.embed_batch_size])
-                out.append(self.model(chunk.to(self.device)).float().cpu())
-            return torch.cat(out)
-        finally:
-            self.model.train(was_training)
+        chunks = (
+            self._images(indices[start : start + self.embed_batch_size])
+            for start in range(0, len(indices), self.embed_batch_size)
+        )
+        return embed_batches(self.model, chunks, normalize=False, device=self.device).embeddings
 
     def select(self, indices: list[int]) -> tuple[Tensor, Tensor, Tensor]:
         """Embed the sample ``indices`` and select triplets on it (positions in ``indices``)."""
