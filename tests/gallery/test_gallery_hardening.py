@@ -82,6 +82,22 @@ def test_racing_first_creations_join_the_winner(tmp_path, monkeypatch):
     with Gallery.open(other) as g:
         assert len(g) == 0
 
+    plain = tmp_path / "plain"
+    fired.clear()
+
+    def a_folder_first(step):
+        if step == "create:before-rename" and not fired:
+            fired.append(step)
+            plain.mkdir()
+            (plain / "notes.txt").write_text("mine")
+
+    monkeypatch.setattr(storage, "FAULT_HOOK", a_folder_first)
+    with pytest.raises(FacemetricError) as e:
+        Gallery.create(plain, card())
+    assert one_line(e) == f"gallery {plain}: already exists and is not a gallery"
+    assert [p.name for p in plain.iterdir()] == ["notes.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".new")]
+
 
 def test_waiting_writer_gives_up_with_one_line(tmp_path, monkeypatch):
     with Gallery.create(tmp_path / "g", card()) as g:

@@ -62,6 +62,7 @@ database page, a database that is not a gallery and a permission error are one l
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -262,10 +263,13 @@ class GalleryStorage:
             _fault("create:before-rename")
             try:
                 os.replace(tmp, path)
-            except OSError:
-                if not (path / DB_NAME).is_file():
+            except OSError as exc:
+                if (path / DB_NAME).is_file():
+                    lost = True  # another process created the gallery meanwhile
+                elif exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise FacemetricError(f"gallery {path}: already exists and is not a gallery") from None
+                else:
                     raise
-                lost = True  # another process created the gallery meanwhile
             else:
                 lost = False
         except BaseException:
