@@ -1,4 +1,5 @@
-"""Data: datasets, samplers, pair protocols, the embedded digits set."""
+"""Data: datasets, samplers (and their name registry :data:`SAMPLERS`), pair protocols (with
+the one fold splitter :func:`consecutive_folds`), the embedded digits set."""
 
 from facemetric.data.cache import (
     CachedImageDataset,
@@ -16,6 +17,7 @@ from facemetric.data.protocols import (
     read_lfw_pairs,
     write_lfw_pairs,
 )
+from facemetric.data.samplers import SAMPLERS, PKBatchSampler, UniformBatchSampler
 from facemetric.data.transforms import (
     PRESETS,
     Preprocessing,
@@ -30,9 +32,11 @@ from facemetric.data.transforms import (
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PRESETS",
+    "SAMPLERS",
     "CachedImageDataset",
     "IdentityFolder",
     "ImageFileDataset",
+    "PKBatchSampler",
     "PairSet",
     "Preprocessing",
     "build_image_cache",
@@ -50,5 +54,6 @@ __all__ = [
     "read_people_file",
     "read_people_sets",
     "to_tensor",
+    "UniformBatchSampler",
     "write_lfw_pairs",
 ]
