@@ -160,3 +160,16 @@ def test_center_update_uses_center_lr():
         loss(x, y)
         loss.after_step()
     assert torch.equal(a.centers, b.centers) and a.centers.abs().sum() > 0
+
+
+def test_normalize_flag_applies_to_a_distance_given_by_name():
+    x, y = _batch(5)
+    raw = ContrastiveLoss(distance="euclidean", normalize=False)
+    assert not raw.distance.normalize_embeddings and not raw.normalizes_features
+    assert raw(x / 3, y).item() == pytest.approx(_reference(x / 3, y.tolist(), normalize=False))
+    assert ContrastiveLoss(distance={"name": "euclidean"}, normalize=False).distance.normalize_embeddings
+    assert ContrastiveLoss(distance="cosine", normalize=False).distance.is_inverted
+    from facemetric.losses import TripletLoss
+
+    assert not TripletLoss(distance="squared_l2", normalize=False).distance.normalize_embeddings
+    assert TripletLoss(distance=SquaredL2Distance(), normalize=False).distance.normalize_embeddings

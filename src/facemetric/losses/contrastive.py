@@ -32,10 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facemetric.distances import BaseDistance, EuclideanDistance, build_distance
+from facemetric.distances import BaseDistance, EuclideanDistance
 from facemetric.errors import ConfigError
 from facemetric.losses.base import EmbeddingLoss, check_inputs
-from facemetric.losses.miners import BaseMiner, build_miner, check_indices, triplets_to_pairs
+from facemetric.losses.miners import (
+    BaseMiner,
+    build_miner,
+    check_indices,
+    loss_distance,
+    triplets_to_pairs,
+)
 from facemetric.losses.registry import LOSSES
 
 
@@ -98,9 +104,7 @@ class ContrastiveLoss(EmbeddingLoss):
         if embedding_dim is not None and int(embedding_dim) < 1:
             raise ConfigError(f"embedding_dim: expected a positive integer, got {embedding_dim}")
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-        if distance is None:
-            distance = EuclideanDistance(normalize_embeddings=bool(normalize))
-        self.distance = build_distance(distance, "distance")
+        self.distance = loss_distance(distance, normalize, EuclideanDistance)
         self.normalizes_features = self.distance.normalize_embeddings
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         self.miner = build_miner(

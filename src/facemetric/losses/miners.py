@@ -245,6 +245,20 @@ def build_miner(spec: Any, where: str = "miner", **defaults: Any) -> BaseMiner:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def loss_distance(spec: Any, normalize: bool, default: type[BaseDistance]) -> BaseDistance:
+    """A loss's distance: ``default(normalize_embeddings=normalize)`` for None, an object as
+    is, a name built with ``normalize_embeddings=normalize`` (``cosine`` always normalises),
+    a mapping ``{name: ..., <options>}`` with its own options."""
+    if spec is None:
+        return default(normalize_embeddings=bool(normalize))
+    if isinstance(spec, str):
+        built = build_distance(spec, "distance")
+        if built.normalize_embeddings != bool(normalize) and not built.is_inverted:
+            built = type(built)(normalize_embeddings=bool(normalize))
+        return built
+    return build_distance(spec, "distance")
+
+
 def triplets_to_pairs(indices: IndicesTuple) -> IndicesTuple:
     """``(a, p, n) -> (a, p, a, n)``: a triplet's positive and negative pair (PML's
     ``convert_to_pairs``); a pair tuple is returned unchanged."""

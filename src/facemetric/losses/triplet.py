@@ -34,12 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from facemetric.distances import (
-    DISTANCE_OBJECTS,
-    BaseDistance,
-    SquaredL2Distance,
-    build_distance,
-)
+from facemetric.distances import BaseDistance, SquaredL2Distance
 from facemetric.errors import ConfigError
 from facemetric.losses.base import EmbeddingLoss, check_inputs
 from facemetric.losses.miners import (
@@ -49,6 +44,7 @@ from facemetric.losses.miners import (
     TripletMiner,
     build_miner,
     check_indices,
+    loss_distance,
 )
 from facemetric.losses.registry import LOSSES
 from facemetric.losses.triplet_selection import STRATEGIES, count_valid_triplets
@@ -80,7 +76,8 @@ class TripletLoss(EmbeddingLoss):
         num_classes: accepted for the common factory interface and ignored.
         normalize: L2-normalise the embeddings first (FaceNet; default ``True``). The loss is
             then invariant to the scale of the embeddings. It sets ``normalize_embeddings``
-            of a distance given by name; a distance object keeps its own flag.
+            of a distance given by name; a distance object or ``{name: ..., <options>}``
+            keeps its own flag (default True).
         seed: seed of the generator used by ``"random-violating"``; ``None`` draws it from
             torch's global generator at construction (so ``torch.manual_seed`` makes a run
             reproducible). The generator state is saved by :meth:`extra_state_for_checkpoint`.
@@ -136,14 +133,7 @@ class TripletLoss(EmbeddingLoss):
             raise ConfigError(f"embedding_dim: expected a positive integer, got {embedding_dim}")
         self.margin = margin
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
-        if distance is None:
-            distance = SquaredL2Distance(normalize_embeddings=bool(normalize))
-        elif not isinstance(distance, BaseDistance):
-            distance = build_distance(distance, "distance")
-            if distance.normalize_embeddings != bool(normalize):
-                distance = build_distance(distance_spec_name(distance), "distance",
-                                          normalize_embeddings=bool(normalize))
-        self.distance = distance
+        self.distance = loss_distance(distance, normalize, SquaredL2Distance)
         self.normalize = self.distance.normalize_embeddings
         self.normalizes_features = self.normalize
         if seed is None:
@@ -228,11 +218,6 @@ class TripletLoss(EmbeddingLoss):
             if isinstance(gen_state, Tensor):
                 gen_state = gen_state.cpu()
             self.generator.set_state(gen_state)
-
-
-def distance_spec_name(distance: BaseDistance) -> str:
-    """The :data:`~facemetric.distances.DISTANCE_OBJECTS` name of ``distance``'s class."""
-    return next(k for k, v in DISTANCE_OBJECTS.items() if type(distance) is v)
 
 
 def _miner_name(miner: BaseMiner) -> str:
