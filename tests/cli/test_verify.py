@@ -51,7 +51,8 @@ def test_verify_errors_are_one_line(shared_data, tmp_path, cache_env):
     grey_ramp = np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))
     Image.fromarray(grey_ramp).save(grey)  # no face, but not blank (blank photos are refused)
     noface = run_cli("verify", str(grey), str(photo), env=cache_env)
-    assert noface.returncode == 2 and noface.stderr.strip() == f"error: no face found in {grey}"
+    assert noface.returncode == 2
+    assert noface.stderr.strip() == f"error: no face found in {grey} (--center-fallback aligns the centre of the photo instead)"
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     bad = run_cli("verify", str(broken), str(photo), env=cache_env)
@@ -59,3 +60,8 @@ def test_verify_errors_are_one_line(shared_data, tmp_path, cache_env):
     # with the centre-box fallback the grey image is compared (and is nobody)
     fallback = run_cli("verify", str(grey), str(photo), "--center-fallback", "--json", env=cache_env)
     assert fallback.returncode == 0 and json.loads(fallback.stdout)["center_fallback_used"] == 1
+    assert json.loads(fallback.stdout)["center_fallback"] == {"a": True, "b": False}
+    # ... and the text verdict says which photo went through the fallback
+    text = run_cli("verify", str(photo), str(grey), "--center-fallback", env=cache_env)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.strip().endswith("(photo B: no face detected, centre-box fallback)")

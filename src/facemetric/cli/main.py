@@ -22,6 +22,7 @@ typer on top of click.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import sys
@@ -60,21 +61,44 @@ app = typer.Typer(
 gallery_app = typer.Typer(name="gallery", help="Inspect and edit a gallery.", no_args_is_help=True)
 
 # ---------------------------------------------------------------- registration (the one place)
-app.command("demo")(model_commands.demo)
-app.command("train")(model_commands.train)
-app.command("evaluate")(model_commands.evaluate)
-app.command("verify")(model_commands.verify)
-app.command("embed")(embedding_commands.embed)
-app.command("identification")(embedding_commands.identification)
-app.command("enroll")(gallery_commands.enroll)
-app.command("identify")(gallery_commands.identify)
-gallery_app.command("list")(gallery_commands.gallery_list)
-gallery_app.command("remove")(gallery_commands.gallery_remove)
-gallery_app.command("calibrate")(gallery_commands.gallery_calibrate)
+class CommandEOFError(Exception):
+    """An ``EOFError`` raised inside a command (a truncated file): typer would take it for
+    Ctrl-D at a prompt (a blank line, then "Aborted"); :func:`run` reports the original."""
+
+
+def _guard(fn):
+    """``fn`` as a command: same signature and help; an ``EOFError`` it raises reaches
+    :func:`run` as :class:`CommandEOFError`."""
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EOFError as exc:
+            raise CommandEOFError(str(exc)) from exc
+
+    return command
+
+
+def _register(group: typer.Typer, name: str, fn) -> None:
+    group.command(name)(_guard(fn))
+
+
+_register(app, "demo", model_commands.demo)
+_register(app, "train", model_commands.train)
+_register(app, "evaluate", model_commands.evaluate)
+_register(app, "verify", model_commands.verify)
+_register(app, "embed", embedding_commands.embed)
+_register(app, "identification", embedding_commands.identification)
+_register(app, "enroll", gallery_commands.enroll)
+_register(app, "identify", gallery_commands.identify)
+_register(gallery_app, "list", gallery_commands.gallery_list)
+_register(gallery_app, "remove", gallery_commands.gallery_remove)
+_register(gallery_app, "calibrate", gallery_commands.gallery_calibrate)
 app.add_typer(gallery_app, name="gallery")
-app.command("cluster")(gallery_commands.cluster)
-app.command("models")(model_commands.models)
-app.command("losses")(model_commands.losses)
+_register(app, "cluster", gallery_commands.cluster)
+_register(app, "models", model_commands.models)
+_register(app, "losses", model_commands.losses)
 
 
 # ---------------------------------------------------------------- one-line errors
@@ -162,14 +186,32 @@ def run(argv: list[str] | None = None) -> int:
     debug = os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
     try:
         code = _exit_code(app(args=args, prog_name=PROG, standalone_mode=False))
-    except FacemetricError as exc:
+    except Exception as exc:
+        code = _failure(exc, debug)
+    except KeyboardInterrupt:
+        code = 130
+    if code == 130:
+        typer.echo("interrupted", err=True)
+    return code
+
+
+def _failure(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` as one line and return the exit status (module docstring)."""
+    if isinstance(exc, Abort):
+        # typer turns Ctrl-C (older typer) and an EOFError raised anywhere into Abort: only
+        # an interrupt is an interrupt; anything else is judged by what was raised
+        cause = exc.__cause__ or exc.__context__
+        if cause is None or isinstance(cause, KeyboardInterrupt):
+            return 130
+        return _failure(cause, debug)
+    if isinstance(exc, CommandEOFError):
+        return _internal(exc.__cause__ or exc, debug)
+    if isinstance(exc, FacemetricError):
         _error(str(exc))
         return 2
-    except (KeyboardInterrupt, Abort):
-        code = 130
-    except Exit as exc:  # older typer/click raise it instead of returning its code
-        code = int(getattr(exc, "exit_code", 0) or 0)
-    except ClickException as exc:
+    if isinstance(exc, Exit):  # older typer/click raise it instead of returning its code
+        return int(getattr(exc, "exit_code", 0) or 0)
+    if isinstance(exc, ClickException):
         if _NoArgsIsHelpError is not None and isinstance(exc, _NoArgsIsHelpError):
             typer.echo(exc.format_message())
             return 0
@@ -178,30 +220,26 @@ def run(argv: list[str] | None = None) -> int:
             return 2
         _error(exc.format_message())
         return int(getattr(exc, "exit_code", 1) or 1)
-    except BrokenPipeError:  # e.g. `facemetric models | head -1`
+    if isinstance(exc, BrokenPipeError):  # e.g. `facemetric models | head -1`
         _quiet_stdout()
         return 1
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         if debug:
-            raise
-        _error("out of memory (the input is too large for this machine; set FACEMETRIC_DEBUG=1 for the traceback)")
+            raise exc
+        _error(f"out of memory (the input is too large for this machine; set {DEBUG_ENV}=1 for the traceback)")
         return 1
-    except OSError as exc:
+    if isinstance(exc, OSError):
         line = os_error_line(exc)
         if debug or line is None:
             return _internal(exc, debug)
         _error(line)
         return 2
-    except UnicodeDecodeError as exc:
+    if isinstance(exc, UnicodeDecodeError):
         if debug:
-            raise
+            raise exc
         _error(unicode_error_line(exc))
         return 2
-    except Exception as exc:
-        return _internal(exc, debug)
-    if code == 130:
-        typer.echo("interrupted", err=True)
-    return code
+    return _internal(exc, debug)
 
 
 def _internal(exc: BaseException, debug: bool) -> int:
