@@ -1,5 +1,5 @@
 """Argument helpers shared by the command modules: option types, how a ``--people`` file is
-resolved, and the checks of a path given on the command line.
+resolved, and the check of a path given on the command line.
 
 These interpret arguments only (they parse, they do not compute); every command module imports
 from here and none imports another command module or :mod:`facemetric.cli.main`.
@@ -7,14 +7,13 @@ from here and none imports another command module or :mod:`facemetric.cli.main`.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from facemetric.data.image_io import display_path, path_problem
 from facemetric.errors import FacemetricError
 
 ModelOpt = Annotated[
@@ -39,50 +38,17 @@ def people_path(people: Path | None, root: Path) -> Path | None:
     return root / people
 
 
-def path_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot be read as a file, in words, or ``None`` when it is a readable regular
-    file: ``"file not found"``, ``"is a directory"``, ``"symlink loop"``, ``"broken symlink (->
-    target)"``, ``"permission denied"``, ``"not a regular file"``.
-
-    A name that exists only as a dangling link is not "file not found": the link is named with its
-    target. The check follows links (``os.stat``); ``ELOOP`` is a loop of symlinks.
-    """
-    p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "symlink loop"
-        if exc.errno == errno.ENOENT:
-            if os.path.islink(p):
-                return f"broken symlink (-> {os.readlink(p)})"
-            return "file not found"
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return "permission denied"
-        return exc.strerror or type(exc).__name__
-    if stat.S_ISDIR(st.st_mode):
-        return "is a directory"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if not os.access(p, os.R_OK):
-        return "permission denied"
-    return None
-
-
 def check_input_file(path: str | os.PathLike) -> None:
     """Raise a one-line :class:`~facemetric.errors.FacemetricError` ``"<path>: <why>"`` unless
-    ``path`` is a readable regular file (:func:`path_problem`)."""
+    ``path`` is a readable, non-empty regular file (the loaders' own check,
+    :func:`facemetric.data.image_io.path_problem`: ``file not found``, ``is a directory``,
+    ``symlink loop``, ``broken symlink (-> target)``, ``permission denied``, ...)."""
     why = path_problem(path)
     if why is not None:
         raise FacemetricError(f"{display_path(path)}: {why}")
 
 
-def display_path(path: str | os.PathLike) -> str:
-    """``path`` printable on any terminal: a file name that is not valid UTF-8 (surrogate escapes
-    on POSIX) shows its undecodable bytes as ``\\xNN``."""
-    p = os.fspath(path)
-    try:
-        p.encode("utf-8")
-        return p
-    except UnicodeEncodeError:
-        return os.fsencode(p).decode("utf-8", errors="backslashreplace")
+__all__ = [
+    "DataOpt", "FlipOpt", "MinImagesOpt", "ModelOpt", "PeopleOpt", "PerIdentityOpt", "QuietOpt",
+    "check_input_file", "display_path", "people_path",
+]
