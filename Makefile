@@ -10,7 +10,7 @@ TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.facemetric-installed
 
-.PHONY: demo test venv bench lint clean
+.PHONY: demo test hostile venv bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# every command over the generated hostile-input corpus (part of `make test`), with the counts
+hostile: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/hostile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_verification.py
