@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from facemetric.distances import pairwise_squared_distances
 from facemetric.errors import ConfigError, FacemetricError
 from facemetric.losses import TripletLoss, build_loss
 from facemetric.losses.triplet_selection import (
@@ -14,7 +15,6 @@ from facemetric.losses.triplet_selection import (
     all_violating,
     batch_hard,
     count_valid_triplets,
-    pairwise_squared_distances,
     random_violating,
     semi_hard,
 )
