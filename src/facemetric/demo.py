@@ -35,10 +35,10 @@ from facemetric.train.experiment import run_experiment
 #: (variant name, loss section, sampler section)
 DEMO_VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("softmax", {"name": "softmax"}, {"name": "uniform", "batch_size": 128}),
-    ("l2-softmax", {"name": "l2-softmax", "alpha": "auto"}, {"name": "uniform", "batch_size": 128}),
-    ("center-lambda-0.01", {"name": "center", "lambda_": 0.01, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
-    ("center-lambda-0.1", {"name": "center", "lambda_": 0.1, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
-    ("center-lambda-0.3", {"name": "center", "lambda_": 0.3, "alpha": 0.5}, {"name": "uniform", "batch_size": 128}),
+    ("l2-softmax", {"name": "l2-softmax", "scale": "auto"}, {"name": "uniform", "batch_size": 128}),
+    ("center-lambda-0.01", {"name": "center", "lambda_": 0.01, "center_lr": 0.5}, {"name": "uniform", "batch_size": 128}),
+    ("center-lambda-0.1", {"name": "center", "lambda_": 0.1, "center_lr": 0.5}, {"name": "uniform", "batch_size": 128}),
+    ("center-lambda-0.3", {"name": "center", "lambda_": 0.3, "center_lr": 0.5}, {"name": "uniform", "batch_size": 128}),
     ("triplet", {"name": "triplet", "margin": 0.2, "strategy": "semi-hard"},
      {"name": "pk", "people_per_batch": 10, "images_per_person": 12, "batches_per_epoch": 10}),
 ]

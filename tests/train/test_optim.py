@@ -135,7 +135,7 @@ def test_training_optimizer_does_not_decay_scales_biases_or_norms(name):
     from facemetric.train.experiment import build_experiment
 
     cfg = load_config(None, [
-        "loss.name=l2-softmax", "loss.alpha=4.0", "loss.learn_alpha=true",
+        "loss.name=l2-softmax", "loss.scale=4.0", "loss.learn_scale=true",
         f"optimizer.name={name}", "optimizer.lr=0.5", "optimizer.weight_decay=0.5",
         "schedule.name=constant", "data.input_size=8",
     ])
