@@ -246,7 +246,7 @@ def folder_cluster(case, path, base, tmp):
 
 def folder_calibrate(case, path, base, tmp):
     code, out, err = run_cli("gallery", "calibrate", "--gallery", _gallery_copy(base, tmp), "--folder", path,
-                             "--model", base.model, "--quiet")
+                             "--model", base.model, "--far", "0.25", "--quiet")  # few impostor scores here
     cls = failure_class(code, err)
     if cls is not None:
         return (("refused-valid" if case.expect == "accept" else "error") if cls == "error" else cls), err
@@ -328,12 +328,8 @@ TRAIN_FOLDER_CASES = {
 
 #: runs that fail until another engineer's part lands: "command:case" -> "owner: why"
 KNOWN: dict[str, str] = {
-    "enroll:fifo-named-jpg": "gallery engineer: gallery/storage.content_key hashes the file before the "
-                             "loader's regular-file check and blocks on a FIFO",
     "train:config-empty": "training-hardening engineer: an empty recipe trains with every default "
                           "(minutes) instead of being refused",
-    **{f"{c}:gallery-vectors-nan": "gallery engineer: a vector file with NaN rows is used as it is"
-       for c in ("gallery list", "identify", "enroll", "gallery remove")},
 }
 
 
