@@ -236,3 +236,12 @@ def test_verify_names_what_is_wrong_with_a_path(capsys, tmp_path, toy_model):
         assert (code, err) == (2, f"error: {tmp_path / name}: {why}\n"), name
     code, out, err = cli(capsys, "verify", photo, photo, "--model", toy_model)
     assert code == 0 and out.startswith("same person:") and "fallback" not in out
+
+
+def test_cli_starts_without_torch():
+    """``facemetric --help`` and usage errors answer without importing torch (seconds): the
+    command modules import the API inside each command."""
+    code = "import sys, facemetric.cli.main; print(sorted(m for m in ('torch', 'facemetric.data') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

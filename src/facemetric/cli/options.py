@@ -3,6 +3,10 @@ resolved, and the check of a path given on the command line.
 
 These interpret arguments only (they parse, they do not compute); every command module imports
 from here and none imports another command module or :mod:`facemetric.cli.main`.
+
+The path check is the loaders' own (:mod:`facemetric.data.image_io`), imported when a path is
+checked: importing ``facemetric.data`` imports torch (seconds), and ``facemetric --help`` and
+usage errors must answer without it (CLI lazy loading, not a cycle).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from typing import Annotated
 
 import typer
 
-from facemetric.data.image_io import display_path, path_problem
 from facemetric.errors import FacemetricError
 
 ModelOpt = Annotated[
@@ -43,9 +46,19 @@ def check_input_file(path: str | os.PathLike) -> None:
     ``path`` is a readable, non-empty regular file (the loaders' own check,
     :func:`facemetric.data.image_io.path_problem`: ``file not found``, ``is a directory``,
     ``symlink loop``, ``broken symlink (-> target)``, ``permission denied``, ...)."""
+    from facemetric.data.image_io import path_problem
+
     why = path_problem(path)
     if why is not None:
         raise FacemetricError(f"{display_path(path)}: {why}")
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """:func:`facemetric.data.image_io.display_path`: ``path`` printable on any terminal (bytes
+    of a name that are not UTF-8 show as ``\\xNN``)."""
+    from facemetric.data.image_io import display_path as loaders_display_path
+
+    return loaders_display_path(path)
 
 
 __all__ = [
