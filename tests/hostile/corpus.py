@@ -69,7 +69,8 @@ def make_good_folder(root: Path, people: dict[str, int] | None = None, ext: str 
     for name, n in (people or GOOD_PEOPLE).items():
         for k in range(n):
             file = f"{name}_{k + 1:04d}.{ext}" if lfw_names else f"{k:02d}.{ext}"
-            _save(np.stack([person_photo(name, k)] * 3, axis=-1), root / name / file)
+            grey = person_photo(name, k)
+            _save(grey if ext == "pgm" else np.stack([grey] * 3, axis=-1), root / name / file)
     return root
 
 
@@ -698,8 +699,19 @@ def _pairs(text: str | bytes, name: str = "pairs.txt") -> Callable[[Path, Base],
     return _bytes(text if isinstance(text, bytes) else text.encode(), name)
 
 
+def _pairs_over(ext: str) -> Callable[[Path, Base], Path]:
+    """The good pairs over their own LFW-named folder of ``.<ext>`` photos (the pairs file sits
+    in that folder, which the runner then gives as ``--data``)."""
+    def build(dest: Path, base: Base) -> Path:
+        root = make_good_folder(dest / f"lfw-{ext}", ext=ext, lfw_names=True)
+        return _pairs(GOOD_PAIRS)(root, base)
+    return build
+
+
 PAIRS_CASES = [
     Case("pairs-good", "pairs", "accept", _pairs(GOOD_PAIRS)),
+    Case("pairs-over-png-photos", "pairs", "accept", _pairs_over("png")),
+    Case("pairs-over-pgm-photos", "pairs", "accept", _pairs_over("pgm")),
     Case("pairs-wrong-columns", "pairs", "refuse", _pairs(GOOD_PAIRS.replace("anna 1 2\n", "anna 1 2 3 4 5\n"))),
     Case("pairs-non-numeric", "pairs", "refuse", _pairs(GOOD_PAIRS.replace("anna 1 2\n", "anna one two\n"))),
     Case("pairs-missing-photo", "pairs", "refuse", _pairs(GOOD_PAIRS.replace("anna 1 2\n", "anna 1 9\n"))),

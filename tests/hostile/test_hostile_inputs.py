@@ -289,7 +289,8 @@ def must_refuse(argv_of):
 
 
 def _pairs_data(path: Path, base: Base) -> Path:
-    return base.lfw
+    """The photo folder of a pairs case: its own (beside the pairs file) or the good LFW one."""
+    return path.parent if (path.parent / "anna").is_dir() else base.lfw
 
 
 COMMANDS = {
