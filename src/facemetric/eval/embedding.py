@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from facemetric.data.pairs import PairList
 from facemetric.eval.pair_evaluator import PairSetEvaluator
 from facemetric.eval.verification import evaluate_verification
-from facemetric.inference.embedding import dataset_batches, embed_batches
+from facemetric.inference.embedding import dataset_batches, embed_batches, normalize_rows
 
 
 def embed_dataset(
@@ -28,7 +28,7 @@ def evaluate_pairs(
     """Verification metrics (LFW protocol) of ``pairs`` on the raw ``embeddings``, after the
     one L2 normalisation of :func:`~facemetric.inference.embedding.embed_batches` (float32
     ``x / max(||x||, 1e-12)``), as the training validation scores them."""
-    normed = torch.nn.functional.normalize(torch.as_tensor(embeddings).float(), dim=1).numpy()
+    normed = normalize_rows(torch.as_tensor(embeddings)).numpy()
     return evaluate_verification(
         normed[pairs.first],
         normed[pairs.second],

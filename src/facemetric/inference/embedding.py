@@ -56,6 +56,13 @@ def flip_tta(model: nn.Module, x: Tensor, flip: bool, flip_mean: bool = False) -
     return emb
 
 
+def normalize_rows(x: Tensor) -> Tensor:
+    """The embeddings' L2 normalisation, ``x / max(||x||, 1e-12)`` per row, in float32
+    (``torch.nn.functional.normalize``): the one used by :func:`embed_batches` and by scorers
+    of raw embeddings (:func:`facemetric.eval.embedding.evaluate_pairs`)."""
+    return F.normalize(x.float(), dim=1)
+
+
 @torch.no_grad()
 def embed_batches(
     model: nn.Module,
@@ -92,7 +99,7 @@ def embed_batches(
         model.train(was_training)
     x = torch.cat(raw) if raw else torch.zeros((0, int(embedding_dim or 0)))
     norms = x.double().norm(dim=1)
-    return Embedded(F.normalize(x, dim=1) if normalize else x, norms)
+    return Embedded(normalize_rows(x) if normalize else x, norms)
 
 
 def dataset_batches(dataset: Any, batch_size: int) -> Iterator[Tensor]:
@@ -107,4 +114,4 @@ def dataset_batches(dataset: Any, batch_size: int) -> Iterator[Tensor]:
         yield images
 
 
-__all__ = ["Embedded", "dataset_batches", "embed_batches", "flip_tta"]
+__all__ = ["Embedded", "dataset_batches", "embed_batches", "flip_tta", "normalize_rows"]
