@@ -12,7 +12,10 @@ Two ways to train a triplet (or contrastive) loss:
      (:class:`~facemetric.data.samplers.PKBatchSampler`);
   2. embed the whole sample with the current model (``model.eval()``, no gradient, in chunks
      of ``embed_batch_size``): the model's forward as the trainer calls it, not the
-     inference embedder (no flip, no normalisation -- the loss normalises);
+     inference embedder (no flip, no normalisation -- the loss normalises). Deviation:
+     facenet embeds with batch-norm in training mode (batch statistics, no update of the
+     moving averages); eval mode here uses the running statistics and, like facenet, leaves
+     them untouched;
   3. select triplets on the sample with the loss's own miner (``strategy:
      random-violating`` is facenet's ``select_triplets``; ``semi-hard`` etc. work as well),
      so a negative can come from any of the sampled people, not only from one mini-batch;
@@ -76,9 +79,9 @@ class TwoPhaseSampler:
                 raise ConfigError(f"sampler.{field}: expected an integer >= {lo}, got {value!r}")
         if batch_size % 3:
             raise ConfigError(f"sampler.batch_size: expected a multiple of 3 (triplets), got {batch_size}")
-        self.people = PKBatchSampler(
+        self.people = PKBatchSampler(  # one sample per round, drawn lazily: as many as needed
             labels, people_per_batch, images_per_person, seed=seed,
-            batches_per_epoch=1, allow_repeats=allow_repeats,
+            batches_per_epoch=1 << 30, allow_repeats=allow_repeats,
         )
         self.batch_size = int(batch_size)
         self.batches_per_epoch = int(batches_per_epoch)
@@ -158,7 +161,6 @@ class TwoPhaseSampler:
         if self.model is None:
             raise FacemetricError("two-phase sampler: bind(model, loss, dataset) before training")
         g = epoch_generator(self.seed, self.epoch, salt=2)
-        self.people.batches_per_epoch = 1 << 30  # rounds are drawn lazily, as many as needed
         samples = iter(self.people)
         per_batch = self.batch_size // 3
         yielded = empty = 0
