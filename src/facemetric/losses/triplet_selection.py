@@ -145,10 +145,19 @@ def _order_bits(values: np.ndarray, signed: bool) -> np.ndarray:
     return bits.astype(np.uint64)
 
 
+def _same_identity_flat(pos_idx: np.ndarray, pos_ok: np.ndarray) -> np.ndarray:
+    """Sorted flat indices ``a * B + j`` of the same-identity entries of the ``[B, B]``
+    matrix (every anchor's positives and the diagonal), from the positive table."""
+    b = pos_idx.shape[0]
+    rows = np.broadcast_to(np.arange(b)[:, None], pos_idx.shape)
+    flat = np.concatenate([(rows * b + pos_idx)[pos_ok], np.arange(b) * (b + 1)])
+    flat.sort()
+    return flat
+
+
 def _band_keys(
     d: np.ndarray,
-    pos_idx: np.ndarray,
-    pos_ok: np.ndarray,
+    same_flat: np.ndarray,
     hi: np.ndarray,
     signed: bool,
     rows: slice,
@@ -158,8 +167,8 @@ def _band_keys(
     Key of ``(a, n)``: ``a << 48 | u(d[a, n]) << 16 | n`` with ``u`` the order-preserving
     integer image of the float32 distance (:func:`_order_bits`). One flat sort of the keys
     orders every row's band by distance, ties by column: the order of a stable row sort of the
-    negatives, restricted to the band. The same-identity entries (the positive table
-    ``pos_idx``/``pos_ok`` and the diagonal) are left out. Returns the keys,
+    negatives, restricted to the band. The same-identity entries (``same_flat``, from
+    :func:`_same_identity_flat`) are left out. Returns the keys,
     ``starts [rows + 1]`` (row ``r``'s keys are ``keys[starts[r - rows.start]:...+1]``) and
     the ``signed`` flag of :func:`_order_bits` the queries must use (``signed`` as given, or
     True if a band value has its sign bit set).
@@ -168,10 +177,8 @@ def _band_keys(
     r0, r1 = rows.start, rows.stop
     block = d[r0:r1]
     mask = block < hi[r0:r1, None]
-    local = np.broadcast_to(np.arange(r1 - r0)[:, None], pos_idx[r0:r1].shape)
-    ok = pos_ok[r0:r1]
-    mask[local[ok], pos_idx[r0:r1][ok]] = False
-    mask.ravel()[r0 :: b + 1][: r1 - r0] = False  # the diagonal entries (a, a)
+    lo_hi = np.searchsorted(same_flat, [r0 * b, r1 * b])
+    mask.ravel()[same_flat[lo_hi[0] : lo_hi[1]] - r0 * b] = False
     flat = np.flatnonzero(mask)  # row-major; far cheaper than a 2-D nonzero or a boolean take
     starts = np.searchsorted(flat, np.arange(r1 - r0 + 1, dtype=np.int64) * b)
     # row << 48 | col == flat_in_block + row * 2**48 - local_row * b
@@ -230,19 +237,25 @@ def _semi_hard_keys(
     q_lo, q_hi = dap[a, j], upper[a, j]
     signed = bool(np.signbit(q_lo).any() or np.signbit(q_hi).any())
     n = np.full(a.size, -1, dtype=np.int64)
+    same_flat = _same_identity_flat(pidx, ok_pos)
     blocks = _row_blocks(d.shape[0])
     bounds = np.searchsorted(a, [blk.start for blk in blocks] + [d.shape[0]])
+    first_keys, upper_keys = _query(a, q_lo, 0xFFFF, signed), _query(a, q_hi, 0, signed)
     for i, rows in enumerate(blocks):
         qs = slice(bounds[i], bounds[i + 1])
         if qs.start == qs.stop:
             continue
-        keys, _, sgn = _band_keys(dn, pidx, ok_pos, hi, signed, rows)
+        keys, _, sgn = _band_keys(dn, same_flat, hi, signed, rows)
         if keys.size == 0:
             continue
-        pos = np.searchsorted(keys, _query(a[qs], q_lo[qs], 0xFFFF, sgn), side="right")
+        q_first, q_upper = first_keys[qs], upper_keys[qs]
+        if sgn != signed:  # a negative distance in this block: the general order map
+            q_first = _query(a[qs], q_lo[qs], 0xFFFF, sgn)
+            q_upper = _query(a[qs], q_hi[qs], 0, sgn)
+        pos = np.searchsorted(keys, q_first, side="right")
         found = keys[np.minimum(pos, keys.size - 1)]
         # same row and d(a, n) < d(a, p) + margin  <=>  key below (a, u(d_ap + margin), 0)
-        ok = (pos < keys.size) & (found < _query(a[qs], q_hi[qs], 0, sgn))
+        ok = (pos < keys.size) & (found < q_upper)
         n[qs] = np.where(ok, (found & np.uint64(0xFFFF)).astype(np.int64), -1)
     ok = n >= 0
     a_t = torch.from_numpy(a[ok].astype(np.int64))
@@ -279,17 +292,20 @@ def _random_violating_keys(
     q_hi = upper[a, j]
     signed = bool(np.signbit(q_hi).any())
     n = np.full(a.size, -1, dtype=np.int64)
+    same_flat = _same_identity_flat(pidx, ok_pos)
     blocks = _row_blocks(b)
     bounds = np.searchsorted(a, [blk.start for blk in blocks] + [b])
+    upper_keys = _query(a, q_hi, 0, signed)
     for i, rows in enumerate(blocks):
         qs = slice(bounds[i], bounds[i + 1])
         if qs.start == qs.stop:
             continue
-        keys, starts, sgn = _band_keys(dn, pidx, ok_pos, hi, signed, rows)
+        keys, starts, sgn = _band_keys(dn, same_flat, hi, signed, rows)
         if keys.size == 0:
             continue
+        q_upper = upper_keys[qs] if sgn == signed else _query(a[qs], q_hi[qs], 0, sgn)
         first = starts[a[qs] - rows.start]
-        count = np.searchsorted(keys, _query(a[qs], q_hi[qs], 0, sgn), side="left") - first
+        count = np.searchsorted(keys, q_upper, side="left") - first
         k = np.minimum(np.floor(u[qs] * count).astype(np.int64), count - 1)
         picked = keys[np.minimum(first + np.maximum(k, 0), keys.size - 1)]
         n[qs] = np.where(count > 0, (picked & np.uint64(0xFFFF)).astype(np.int64), -1)
