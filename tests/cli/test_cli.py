@@ -20,7 +20,7 @@ def run_cli(*args):
 
 def test_demo_writes_report(tmp_path):
     out = tmp_path / "demo"
-    main(["demo", "--out", str(out), "--epochs", "1", "--quiet",
+    main(["demo", "--out", str(out), "--epochs", "1", "--quiet", "--seed", "0",
           "--loss", "softmax", "--loss", "center-lambda-0.1", "--loss", "triplet"])
     report = json.loads((out / "report.json").read_text())
     assert set(report["losses"]) == {"softmax", "center-lambda-0.1", "triplet"}
@@ -31,6 +31,8 @@ def test_demo_writes_report(tmp_path):
         assert 0.0 <= entry["accuracy"] <= 1.0
     html = (out / "report.html").read_text()
     assert "features-triplet.png" in html and "<table>" in html
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "center-lambda-0.1-seed0", "softmax-seed0", "triplet-seed0"]  # --seed 0: one run per variant
 
 
 def test_train_then_resume(tmp_path):

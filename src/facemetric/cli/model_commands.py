@@ -27,12 +27,13 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="epochs per loss (default: the recipe's)")] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", help="only these variants (repeatable); also normface, sphereface, cosface, arcface")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="train each variant with these seeds (repeatable; default 0, 1, 2: the report gives mean ± std)")] = None,
 ) -> None:
     """Train LeNets++ (2-D features) on the embedded digits with each founding loss; report.
 
     ``--loss arcface`` (cosface, sphereface, normface) adds a normalised head to the comparison.
     """
-    from facemetric.demo import DEMO_VARIANTS, EXTRA_VARIANTS, run_demo
+    from facemetric.demo import DEMO_SEEDS, DEMO_VARIANTS, EXTRA_VARIANTS, run_demo
 
     known = [n for n, _, _ in DEMO_VARIANTS + EXTRA_VARIANTS]
     for name in loss or []:
@@ -40,7 +41,8 @@ def demo(
             raise FacemetricError(f"--loss: unknown variant {name!r}; expected one of {', '.join(known)}")
     if epochs is not None and epochs < 1:
         raise FacemetricError(f"--epochs: expected an integer >= 1, got {epochs}")
-    report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet)
+    seeds = tuple(dict.fromkeys(seed)) if seed else DEMO_SEEDS
+    report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet, seeds=seeds)
     typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12} space")
     for name, r in report["losses"].items():
         typer.echo(
