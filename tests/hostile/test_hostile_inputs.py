@@ -137,10 +137,12 @@ def summary():
     if not RESULTS:
         return
     counts = Counter(c for _, _, c, _ in RESULTS)
-    kinds = Counter(case for _, case, _, _ in RESULTS)
-    print(f"\nhostile inputs: {len(kinds)} inputs, {len(RESULTS)} runs: "
+    files = {case for _, case, _, _ in RESULTS if not case.startswith("usage: ")}
+    usage = [case for _, case, _, _ in RESULTS if case.startswith("usage: ")]
+    print(f"\nhostile inputs: {len(files)} inputs and {len(usage)} usage errors, {len(RESULTS)} runs: "
           + ", ".join(f"{k} {counts[k]}" for k in
-                      ("error", "skip", "processed", "refused-valid", "traceback", "silent", "messy", "timeout")
+                      ("error", "skip", "processed", "refused-valid", "traceback", "silent", "messy", "timeout",
+                       "skipped-here")
                       if counts[k]))
     for command, case, cls, detail in RESULTS:
         if cls in FAIL_CLASSES or cls == "refused-valid":
@@ -403,7 +405,7 @@ def test_usage(argv, expect, base: Base, tmp_path: Path, monkeypatch):
         cls = "processed" if code == 0 and "Usage" in out and not err.strip() else "messy"
     elif cls is None:
         cls = "silent"
-    RESULTS.append((" ".join(argv[:1]) or "(none)", "usage: " + " ".join(argv[1:]), cls, " ".join(err.split())))
+    RESULTS.append((" ".join(argv[:1]) or "(none)", "usage: " + " ".join(argv), cls, " ".join(err.split())))
     assert cls not in FAIL_CLASSES, f"{argv}: {cls}: {err or out}"
 
 
