@@ -47,6 +47,7 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.model_commands", "facemetric.inference"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.models"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.losses"): "CLI lazy command body",
+    ("facemetric.cli.options", "facemetric.data.image_io"): "CLI lazy: importing facemetric.data imports torch; --help must not",
     ("facemetric.cli.gallery_commands", "facemetric.gallery"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.gallery.enrolment"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.cluster.folder_job"): "CLI lazy command body",
