@@ -127,8 +127,11 @@ def test_gallery_errors_are_one_line(faces, tmp_path, capsys):
     fake = {"name": "fake-net", "backbone": {"name": "fake"}, "embedding_dim": 128,
             "preprocessing": {"input_size": [112, 112]}, "weights_sha256": "0" * 64}
     Gallery.create(other, fake).close()
-    code, _, err = cli(capsys, "enroll", "--gallery", other, "--identity", "x", photo)
+    code, _, err = cli(capsys, "enroll", "--gallery", other, "--identity", "x", photo, "--model", "dlib-resnet-v1")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: gallery {other} was built with model fake-net")
+    assert err.strip().endswith("; use --model fake-net")  # the gallery's model, by its card's name
+    code, _, err = cli(capsys, "enroll", "--gallery", other, "--identity", "x", photo)  # defaults to it
+    assert code == 2 and err.strip() == "error: fake-net: model not found (expected an artifact or run directory)"
     code, _, err = cli(capsys, "enroll", "--gallery", other)
     assert code == 2 and err.strip() == "error: enroll: give either --identity NAME IMAGE... or --folder ROOT"
