@@ -31,7 +31,7 @@ def _state(exp):
     "loss,sampler,ema",
     [
         ({"name": "center", "lambda_": 0.1}, None, 0.0),
-        ({"name": "l2-softmax", "learn_alpha": True}, None, 0.99),
+        ({"name": "l2-softmax", "learn_scale": True}, None, 0.99),
         ({"name": "sphereface", "base": 100.0}, None, 0.0),  # annealing step is state
         ({"name": "adaface", "learn_scale": True}, None, 0.0),  # running norm statistics
         ({"name": "center", "head": "arcface", "head_options": {"scale": 16.0}}, None, 0.0),
