@@ -53,9 +53,6 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.gallery_commands", "facemetric.cluster.folder_job"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.inference"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.inference.model_card"): "CLI lazy command body",
-    # not a cycle: the rich progress bar is imported when a fit starts (owner: train/trainer.py;
-    # to be reviewed)
-    ("facemetric.train.trainer", "facemetric.train.progress"): "deferred rich import (to review)",
 }
 
 

@@ -330,10 +330,7 @@ TRAIN_FOLDER_CASES = {
 }
 
 #: runs that fail until another engineer's part lands: "command:case" -> "owner: why"
-KNOWN: dict[str, str] = {
-    "train:config-empty": "training-hardening engineer: an empty recipe trains with every default "
-                          "(minutes) instead of being refused",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _params():

@@ -135,7 +135,8 @@ def test_config_file_that_is_not_utf8_not_a_file_or_empty(tmp_path):
         load_config(tmp_path)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    assert load_config(empty)["name"] == "run"  # an empty file is the defaults
+    with pytest.raises(ConfigError, match=r"empty\.yaml: the config file is empty"):
+        load_config(empty)  # an empty recipe is refused, not silently the defaults
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("just text\n")
     with pytest.raises(ConfigError, match=rf"^{scalar}: expected a mapping at the top level"):

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from facemetric.data.protocols import consecutive_folds
 from facemetric.distances import DISTANCES, pair_scores  # noqa: F401  (public re-export)
+from facemetric.distances import to_numpy as _to_numpy
 from facemetric.errors import FacemetricError
 
 PLACEMENTS = ("midpoint", "lowest")
@@ -26,19 +27,6 @@ FAR_LEVELS = (1e-1, 1e-2, 1e-3, 1e-4)
 # --------------------------------------------------------------------------------------------
 # input checks (shared with reference.py)
 # --------------------------------------------------------------------------------------------
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """``x`` (numpy array, torch tensor or sequence) as a numpy array."""
-    if x is None:
-        raise FacemetricError(f"{name}: is required")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch
-        t = x.detach().cpu()
-        x = (t.double() if t.is_floating_point() else t).numpy()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise FacemetricError(f"{name}: expected an array, got {type(x).__name__}") from exc
 
 
 def _check_distances(distances: Any, name: str = "distances") -> np.ndarray:

@@ -321,7 +321,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML") from None
     if loaded is None:
-        return {}
+        # an empty (or all-comment) recipe is a mistake, not a request for the defaults
+        raise ConfigError(
+            f"{path}: the config file is empty; expected a YAML mapping of sections "
+            "(omit --config to train with the defaults)"
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got a {type(loaded).__name__}")
     return loaded

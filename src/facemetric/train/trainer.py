@@ -30,6 +30,7 @@ from facemetric.train.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
 )
+from facemetric.train.progress import TrainProgress
 from facemetric.train.run_dir import RunDir
 from facemetric.train.seed import rng_state, set_rng_state
 
@@ -251,8 +252,6 @@ class Trainer:
         for a time budget, and continue later with ``resume``); returns the metric records."""
         if resume:
             self.resume(None if resume is True else resume)
-        from facemetric.train.progress import TrainProgress
-
         steps_per_epoch = len(self.batch_sampler)
         with TrainProgress(self.epochs, steps_per_epoch, enabled=self.progress) as bar:
             bar.start_at(self.epoch)
