@@ -65,7 +65,8 @@ def pair_scores(emb1: Any, emb2: Any, distance: str = "squared_l2") -> np.ndarra
     b = b.astype(np.float64)
     for name, x in (("emb1", a), ("emb2", b)):
         if not np.isfinite(x).all():
-            raise FacemetricError(f"{name}: contain NaN or inf")
+            row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise FacemetricError(f"{name}: row {row} contains NaN or inf")
     if distance == "squared_l2":
         return np.sum((a - b) ** 2, axis=1)
     if distance == "euclidean":

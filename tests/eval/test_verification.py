@@ -396,3 +396,17 @@ def test_fold_splitter_limits():
             consecutive_folds(10, bad)
     with pytest.raises(FacemetricError, match="n_folds"):
         evaluate_verification(distances=np.arange(4.0), issame=[True, False, True, False], n_folds=5)
+
+
+def test_nan_errors_name_the_row():
+    """A NaN in a distance vector or an embedding matrix is reported with its position (a row
+    number a user can find), not just 'contain NaN or inf'."""
+    d = np.linspace(0.1, 2.0, 20)
+    d[13] = np.nan
+    issame = np.arange(20) % 2 == 0
+    with pytest.raises(FacemetricError, match=r"^distances: pair 13 is NaN or inf$"):
+        evaluate_verification(distances=d, issame=issame, n_folds=2)
+    e = np.ones((6, 3))
+    e[4, 1] = np.inf
+    with pytest.raises(FacemetricError, match=r"^emb2: row 4 contains NaN or inf$"):
+        pair_scores(np.ones((6, 3)), e)

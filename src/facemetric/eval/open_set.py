@@ -162,7 +162,8 @@ def _scores(x: Any, name: str, allow_empty: bool = False) -> np.ndarray:
         raise FacemetricError(f"{name}: expected real numbers, got dtype {s.dtype}")
     s = s.astype(np.float64)
     if not np.isfinite(s).all():
-        raise FacemetricError(f"{name}: contain NaN or inf")
+        entry = int(np.flatnonzero(~np.isfinite(s.ravel()))[0])
+        raise FacemetricError(f"{name}: entry {entry} is NaN or inf")
     return s
 
 

@@ -39,7 +39,8 @@ def _check_distances(distances: Any, name: str = "distances") -> np.ndarray:
         raise FacemetricError(f"{name}: expected real numbers, got dtype {d.dtype}")
     d = d.astype(np.float64)
     if not np.isfinite(d).all():
-        raise FacemetricError(f"{name}: contain NaN or inf")
+        entry = int(np.flatnonzero(~np.isfinite(d))[0])
+        raise FacemetricError(f"{name}: pair {entry} is NaN or inf")
     return d
 
 
