@@ -64,8 +64,11 @@ def test_missing_config_file():
 def test_shipped_recipes_resolve():
     recipes = sorted((REPO / "configs").glob("*.yaml"))
     assert recipes, "configs/ has no recipes"
+    shared = REPO.parent / "shared" / "data"
     for path in recipes:
-        cfg = load_config(path)
+        # the schema is checked everywhere; the data paths only where ../shared/data exists
+        # (a clean clone without it still runs this test, CI has it beside the clone)
+        cfg = load_config(path, check=shared.is_dir())
         assert cfg["name"] == path.stem
 
 
