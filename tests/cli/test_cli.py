@@ -18,10 +18,13 @@ def run_cli(*args):
     )
 
 
-def test_demo_writes_report(tmp_path):
+def test_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     main(["demo", "--out", str(out), "--epochs", "1", "--quiet", "--seed", "0",
           "--loss", "softmax", "--loss", "center-lambda-0.1", "--loss", "triplet"])
+    printed = capsys.readouterr().out
+    assert "mean ± std over 1 seed (0)" in printed
+    assert "±0.000" in printed  # one seed: the printed spread is zero, and it is printed
     report = json.loads((out / "report.json").read_text())
     assert set(report["losses"]) == {"softmax", "center-lambda-0.1", "triplet"}
     for name, entry in report["losses"].items():

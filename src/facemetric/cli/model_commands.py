@@ -43,11 +43,18 @@ def demo(
         raise FacemetricError(f"--epochs: expected an integer >= 1, got {epochs}")
     seeds = tuple(dict.fromkeys(seed)) if seed else DEMO_SEEDS
     report = run_demo(out, epochs=epochs, variants=loss or None, progress=not quiet, seeds=seeds)
-    typer.echo(f"{'loss':<20} {'acc':>7} {'VAL@1e-3':>9} {'AUC':>7} {'EER':>7} {'intra/inter':>12} space")
+    n = len(seeds)
+    typer.echo(f"mean ± std over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, seeds))})")
+    typer.echo(f"{'loss':<20} {'acc':>15} {'VAL@1e-3':>15} {'AUC':>15} {'EER':>15} {'intra/inter':>15} space")
+
+    def cell(r: dict, key: str) -> str:
+        spread = r.get("spread", {}).get(key)
+        return f"{r[key]:.4f}" if spread is None else f"{spread['mean']:.4f}±{spread['std']:.3f}"
+
     for name, r in report["losses"].items():
         typer.echo(
-            f"{name:<20} {r['accuracy']:7.4f} {r['val_at_far_1e-3']:9.4f} {r['auc']:7.4f} "
-            f"{r['eer']:7.4f} {r['intra_inter_ratio']:12.4f} {r['feature_space']}"
+            f"{name:<20} {cell(r, 'accuracy'):>15} {cell(r, 'val_at_far_1e-3'):>15} {cell(r, 'auc'):>15} "
+            f"{cell(r, 'eer'):>15} {cell(r, 'intra_inter_ratio'):>15} {r['feature_space']}"
         )
     typer.echo(f"report: {out / 'report.html'} ({report['total_seconds']:.0f} s)")
 
