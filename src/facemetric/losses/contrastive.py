@@ -136,12 +136,7 @@ class ContrastiveLoss(EmbeddingLoss):
         if indices_tuple is not None:
             pairs = check_indices(indices_tuple, len(labels), "pairs")
         else:
-            with torch.no_grad():
-                if self.miner.distance == self.distance:
-                    pairs = self.miner.mine(d.detach(), labels)
-                else:
-                    pairs = self.miner(embeddings, labels)
-                pairs = triplets_to_pairs(pairs)
+            pairs = triplets_to_pairs(self.miner.mine_for_loss(embeddings, labels, d, self.distance))
         a1, p, a2, n = (t.to(d.device) for t in pairs)
         self.last_pairs = (a1, p, a2, n)
         total = a1.numel() + a2.numel()

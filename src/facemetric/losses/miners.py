@@ -80,6 +80,17 @@ class BaseMiner:
         """The tuples for ``matrix = self.distance.pairwise(embeddings)`` (not differentiated)."""
         raise NotImplementedError
 
+    def mine_for_loss(
+        self, embeddings: Tensor, labels: Tensor, matrix: Tensor, distance: BaseDistance
+    ) -> IndicesTuple:
+        """The tuples for a loss that already computed ``matrix = distance.pairwise(embeddings)``:
+        that matrix is reused when this miner measures with the same distance, else the miner
+        computes its own (not differentiated either way)."""
+        with torch.no_grad():
+            if self.distance == distance:
+                return self.mine(matrix.detach(), labels)
+            return self(embeddings, labels)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(distance={self.distance!r})"
 

@@ -178,11 +178,7 @@ class TripletLoss(EmbeddingLoss):
         if indices_tuple is not None:
             a, p, n = (t.to(d.device) for t in check_indices(indices_tuple, len(labels), "triplets"))
         else:
-            with torch.no_grad():
-                if self.miner.distance == self.distance:
-                    a, p, n = self.select(d, labels)
-                else:
-                    a, p, n = self.miner(embeddings, labels)
+            a, p, n = self.miner.mine_for_loss(embeddings, labels, d, self.distance)
         self.last_triplets = (a, p, n)
         valid = count_valid_triplets(labels)
         if a.numel() == 0:
