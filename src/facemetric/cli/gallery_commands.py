@@ -142,7 +142,7 @@ def identify(
     from facemetric.gallery.enrolment import gallery_model, identify_files
 
     with Gallery.open(gallery) as g:
-        embedder = _load(gallery_model(model, gallery), center_fallback)
+        embedder = _load(gallery_model(model, g), center_fallback)
         try:
             r = identify_files(g, embedder, list(images), k=k, by=by, threshold=threshold, far=far)
         except FacemetricError as exc:
@@ -219,7 +219,7 @@ def gallery_calibrate(
     from facemetric.gallery.enrolment import calibrate_folder, gallery_model
 
     with Gallery.open(gallery) as g:
-        embedder = _load(gallery_model(model, gallery), center_fallback)
+        embedder = _load(gallery_model(model, g), center_fallback)
         r = calibrate_folder(g, embedder, folder, far=far, by=by, progress=not quiet)
     _skipped(r.skipped)
     cal = r.calibration

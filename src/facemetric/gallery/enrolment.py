@@ -57,12 +57,15 @@ def model_reference(model: str) -> str:
     return str(p.resolve()) if p.exists() else model
 
 
-def gallery_model(model: str | None, gallery: str | os.PathLike) -> str:
-    """The model to load for an existing gallery: ``model`` when given, else the one recorded
-    in the gallery (:attr:`~facemetric.gallery.storage.GalleryStorage.model_reference`), else
+def gallery_model(model: str | None, gallery: Gallery | str | os.PathLike) -> str:
+    """The model to load for an existing gallery (an open :class:`Gallery`, or its path, then
+    opened once here): ``model`` when given, else the one recorded in the gallery
+    (:attr:`~facemetric.gallery.storage.GalleryStorage.model_reference`), else
     :data:`DEFAULT_MODEL`."""
     if model:
         return model
+    if isinstance(gallery, Gallery):
+        return gallery.model_reference or DEFAULT_MODEL
     with Gallery.open(gallery) as g:
         return g.model_reference or DEFAULT_MODEL
 
