@@ -45,16 +45,16 @@ def default_dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one owned by another user counts as alive): the test
+    that tells a dead writer's leftovers from a live writer's work in progress."""
     if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    except OSError:
+    except OSError:  # e.g. PermissionError: alive, owned by someone else
         return True
     return True
 
@@ -81,7 +81,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
         if m is None:
             continue
         pid = int(m.group(1))
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue  # ours (maybe in flight in another thread) or another live writer's
         try:
             os.unlink(entry.path)

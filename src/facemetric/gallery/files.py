@@ -15,18 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from facemetric.errors import DataError
+from facemetric.io import pid_alive
 
 NEW_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.new$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def remove_stale_new_dirs(parent: Path, name: str) -> None:
@@ -38,7 +29,7 @@ def remove_stale_new_dirs(parent: Path, name: str) -> None:
     for entry in entries:
         m = NEW_DIR.match(entry.name)
         if m and m.group("name") == name and int(m.group("pid")) != os.getpid() \
-                and not _pid_alive(int(m.group("pid"))):
+                and not pid_alive(int(m.group("pid"))):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
