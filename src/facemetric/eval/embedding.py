@@ -1,4 +1,4 @@
-"""Embeddings of a dataset and pair-set evaluation of a model (thin callers of the one
+"""Embeddings of a dataset and verification of pairs on them (thin callers of the one
 embedding function, :func:`facemetric.inference.embedding.embed_batches`)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.data.pairs import PairList
-from facemetric.eval.pair_evaluator import PairSetEvaluator
 from facemetric.eval.verification import evaluate_verification
 from facemetric.inference.embedding import dataset_batches, embed_batches, normalize_rows
 
@@ -39,18 +38,4 @@ def evaluate_pairs(
     )
 
 
-class PairEvaluator(PairSetEvaluator):
-    """``PairEvaluator(dataset, pairs, distance, far_target, batch_size)``: a
-    :class:`~facemetric.eval.pair_evaluator.PairSetEvaluator` of a
-    :class:`~facemetric.data.pairs.PairList` (the signature older code used)."""
-
-    def __init__(
-        self, dataset: Any, pairs: PairList, distance: str = "squared_l2",
-        far_target: float = 1e-3, batch_size: int = 256,
-    ) -> None:
-        super().__init__(dataset, pairs.first, pairs.second, pairs.issame, pairs.fold,
-                         distance=distance, far_target=far_target, batch_size=batch_size)
-        self.pairs = pairs
-
-
-__all__ = ["PairEvaluator", "PairSetEvaluator", "embed_dataset", "evaluate_pairs"]
+__all__ = ["embed_dataset", "evaluate_pairs"]
