@@ -42,7 +42,7 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.embedding_commands", "facemetric.eval.identification"): "CLI lazy command body",
     ("facemetric.cli.embedding_commands", "facemetric.eval.identification_output"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.demo"): "CLI lazy command body",
-    ("facemetric.cli.model_commands", "facemetric.train.experiment"): "CLI lazy command body",
+    ("facemetric.cli.model_commands", "facemetric.train.tasks"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.eval.evaluate_model"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.inference"): "CLI lazy command body",
     ("facemetric.cli.model_commands", "facemetric.models"): "CLI lazy command body",

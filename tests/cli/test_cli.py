@@ -185,11 +185,11 @@ def test_os_and_memory_errors_are_one_line(capsys, monkeypatch, exc, code, line)
 
 
 def test_undecodable_text_file_is_named(capsys, monkeypatch, tmp_path):
-    import facemetric.train.experiment
+    import facemetric.train.tasks
 
     bad = tmp_path / "recipe.yaml"
     bad.write_bytes(b"name: caf\xe9\n")
-    monkeypatch.setattr(facemetric.train.experiment, "run_experiment", lambda *a, **k: Path(bad).read_text(encoding="utf-8"))
+    monkeypatch.setattr(facemetric.train.tasks, "train_from_config", lambda *a, **k: Path(bad).read_text(encoding="utf-8"))
     code, out, err = cli(capsys, "train", "--config", bad)
     assert code == 2
     assert err == f"error: {bad}: not valid UTF-8 text (byte 0xe9 at position 9)\n"
@@ -197,12 +197,12 @@ def test_undecodable_text_file_is_named(capsys, monkeypatch, tmp_path):
 
 def test_ctrl_c_exits_130_and_only_train_mentions_resume(capsys, monkeypatch):
     import facemetric.inference
-    import facemetric.train.experiment
+    import facemetric.train.tasks
 
     monkeypatch.setattr(facemetric.inference, "load_model", _raise(KeyboardInterrupt()))
     code, out, err = cli(capsys, "verify", __file__, __file__, "--model", "x")
     assert (code, err) == (130, "interrupted\n")
-    monkeypatch.setattr(facemetric.train.experiment, "run_experiment", _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(facemetric.train.tasks, "train_from_config", _raise(KeyboardInterrupt()))
     code, out, err = cli(capsys, "train", "--run-dir", "runs/x", "--resume")
     assert code == 130
     assert err.splitlines() == ["interrupted; the newest checkpoint is kept (resume with --run-dir RUN --resume)", "interrupted"]

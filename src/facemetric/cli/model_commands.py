@@ -71,17 +71,21 @@ def train(
     Ctrl-C stops the run; the newest complete checkpoint stays in ``RUN/checkpoints`` and
     ``--run-dir RUN --resume`` continues from it.
     """
-    from facemetric.train.experiment import run_experiment
+    from facemetric.train.tasks import train_from_config
 
     if resume and run_dir is None:
         raise FacemetricError("--resume needs --run-dir (the run to continue)")
     try:
-        result = run_experiment(config, overrides=list(overrides or []), run_dir=run_dir, resume=resume, progress=not quiet)
+        result = train_from_config(
+            config, overrides=list(overrides or []), run_dir=run_dir, resume=resume, progress=not quiet
+        )
     except KeyboardInterrupt:
         typer.echo(RESUME_HINT, err=True)
         raise
     val = result.final.get("val")
-    if val:
+    if hasattr(result, "summary"):  # a non-embedding task says its own final metrics
+        typer.echo(result.summary())
+    elif val:
         typer.echo(
             f"val accuracy {val['accuracy_mean']:.4f} ± {val['accuracy_std']:.4f}, "
             f"VAL@FAR={val['far_target']:g}: {val['val']:.4f}, AUC {val['auc']:.4f}, EER {val['eer']:.4f}"

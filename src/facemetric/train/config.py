@@ -34,6 +34,7 @@ from facemetric.distances import DISTANCES
 from facemetric.errors import ConfigError, FacemetricError
 
 DEFAULTS: dict[str, Any] = {
+    "task": "embedding",
     "name": "run",
     "seed": 0,
     "data": {"name": "digits"},
@@ -191,6 +192,7 @@ def _num(lo: float = 0.0, hi: float | None = None, lo_open: bool = False,
 #: as it is stored in the resolved config. The fixed sections are checked completely; of the
 #: named sections only the generic keys (the component checks its own options when built).
 SCHEMA: dict[tuple[str | None, str], Callable[[str, Any, str], Any]] = {
+    (None, "task"): _choice("embedding"),
     (None, "name"): _text,
     (None, "seed"): _int(0),
     ("train", "epochs"): _int(1),
@@ -298,7 +300,7 @@ def validate(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     return config
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     if path.is_dir():
@@ -362,7 +364,7 @@ def load_config(
     if path is None:
         return resolve_config({}, overrides, source="config", check=check)
     path = Path(path)
-    loaded = _read_yaml(path)
+    loaded = read_yaml(path)
     return resolve_config(loaded, overrides, base=path.parent, source=str(path), check=check)
 
 
