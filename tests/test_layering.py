@@ -22,12 +22,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "facemetric"
 #: layers, lowest first: a package may import its own layer (acyclically) or lower ones only.
 #: The root package ``facemetric`` (``__init__``, the public facade) sits on top.
 LAYERS: list[set[str]] = [
-    {"errors", "registry", "io", "distances", "_version"},  # generic bottom layer
+    {"errors", "registry", "io", "distances", "_version", "distributed"},  # generic bottom layer
     {"models", "losses", "align", "data", "report", "index", "detect", "dense"},  # building blocks
     {"inference"},  # model artifacts and the one embedding path
     {"eval"},  # metrics and evaluators (used by the applications below it in this list)
     {"gallery", "cluster", "train"},  # applications
-    {"cli", "serve", "demo", "__init__"},  # user interfaces and the facade
+    {"cli", "serve", "demo", "__init__", "__main__"},  # user interfaces and the facade (__main__: python -m facemetric)
 ]
 
 #: (importing module, imported module) pairs allowed as function-level imports. Each entry
