@@ -213,3 +213,49 @@ def test_sampler_registry_lives_beside_the_samplers():
         pk.set_epoch(0)
         batch = next(iter(pk))
         assert len(batch) == 6 and len({int(labels[i]) for i in batch}) == 3
+
+
+# ----------------------------------------------------------------------------- rank sharding
+def _gathered(make, world, epoch=1):
+    """The rank parts of every batch concatenated in rank order (what all_gather gives)."""
+    parts = []
+    for r in range(world):
+        parts.append(_epoch(make().shard(r, world), epoch))
+    assert len({len(p) for p in parts}) == 1
+    return [sum((p[b] for p in parts), []) for b in range(len(parts[0]))], parts
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_uniform_shards_gather_to_the_one_process_batches(world):
+    make = lambda: UniformBatchSampler(23, 8, seed=4)  # noqa: E731
+    one = _epoch(make(), 1)
+    gathered, parts = _gathered(make, world)
+    assert gathered == one  # same global batches, same order
+    for b in range(len(one)):  # contiguous parts, sizes differ by at most one
+        sizes = [len(p[b]) for p in parts]
+        assert max(sizes) - min(sizes) <= 1 and sum(sizes) == len(one[b])
+
+
+def test_uniform_shard_drops_a_last_batch_smaller_than_the_world():
+    # 17 = 2 x 8 + 1: the 1-sample batch cannot give every one of 2 ranks a sample
+    s = UniformBatchSampler(17, 8, seed=0).shard(1, 2)
+    assert len(s) == 2 == len(_epoch(s, 0))
+    with pytest.raises(ConfigError, match="sampler.batch_size"):
+        UniformBatchSampler(17, 2, seed=0).shard(0, 3)
+    with pytest.raises(ValueError, match="rank 2"):
+        UniformBatchSampler(17, 8, seed=0).shard(2, 2)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_pk_shards_keep_whole_identities_and_gather_to_the_one_process_batches(world):
+    labels = [i // 5 for i in range(5 * 12)]  # 12 identities x 5 images
+    make = lambda: PKBatchSampler(labels, people_per_batch=4, images_per_person=3, seed=2)  # noqa: E731
+    one = _epoch(make(), 1)
+    gathered, parts = _gathered(make, world)
+    assert gathered == one
+    for p in parts:
+        for batch in p:
+            counts = Counter(labels[i] for i in batch)
+            assert set(counts.values()) == {3}  # each identity of a rank with all its K images
+    with pytest.raises(ConfigError, match="people_per_batch"):
+        make().shard(0, 5)

@@ -8,6 +8,14 @@ uninterrupted run would have seen. Global RNG state is never used.
 dataset and the run's seed: ``uniform`` (``batch_size``, ``drop_last``) and ``pk`` /
 ``people-x-images`` (``people_per_batch``, ``images_per_person``, ``batches_per_epoch``,
 ``allow_repeats``).
+
+Data-parallel training (torchrun): :meth:`shard` ``(rank, world_size)`` makes a sampler yield
+only this rank's part of each *global* batch. ``batch_size`` / ``people_per_batch`` stay the
+global numbers, so a recipe trains on the same batches whatever the number of processes: the
+global batches are those of one process (same ``(seed, epoch)``), and the parts, gathered in
+rank order, are the global batch in its original order (:func:`shard_sizes`). ``uniform``
+splits each batch into contiguous parts whose sizes differ by at most one; ``pk`` splits the
+P identities of a batch, each rank getting whole identities (all K images of each).
 """
 
 from __future__ import annotations
@@ -43,10 +51,34 @@ def _check_epoch(epoch: Any) -> int:
     return int(epoch)
 
 
+def shard_sizes(total: int, world_size: int) -> list[int]:
+    """Sizes of the ``world_size`` contiguous parts of ``total`` items, in rank order:
+    ``total // world_size``, plus one for the first ``total % world_size`` ranks."""
+    base, extra = divmod(int(total), int(world_size))
+    return [base + (1 if r < extra else 0) for r in range(int(world_size))]
+
+
+def _shard_slice(total: int, rank: int, world_size: int) -> slice:
+    sizes = shard_sizes(total, world_size)
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def _check_shard(rank: Any, world_size: Any) -> tuple[int, int]:
+    for name, v, lo in (("world_size", world_size, 1), ("rank", rank, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"shard: expected {name} an integer >= {lo}, got {v!r}")
+    if rank >= world_size:
+        raise ValueError(f"shard: rank {rank} is not below world_size {world_size}")
+    return int(rank), int(world_size)
+
+
 class UniformBatchSampler:
     """All ``num_samples`` indices, shuffled per epoch by (seed, epoch), in batches.
 
-    ``len = ceil(num_samples / batch_size)`` (``floor`` with ``drop_last``).
+    ``len = ceil(num_samples / batch_size)`` (``floor`` with ``drop_last``). After
+    :meth:`shard` each batch is this rank's contiguous part of the global batch; a last global
+    batch with fewer samples than processes is dropped then (every rank needs a sample).
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0,
@@ -58,6 +90,7 @@ class UniformBatchSampler:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         if self.num_samples < 1:
             raise DataError("uniform sampler: the dataset is empty")
         if self.drop_last and self.num_samples < self.batch_size:
@@ -69,16 +102,29 @@ class UniformBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = _check_epoch(epoch)
 
+    def shard(self, rank: int, world_size: int) -> UniformBatchSampler:
+        """Yield only rank ``rank``'s part of each global batch (of ``world_size`` parts)."""
+        rank, world_size = _check_shard(rank, world_size)
+        if world_size > self.batch_size:
+            raise ConfigError(
+                f"sampler.batch_size: the global batch of {self.batch_size} cannot be split over "
+                f"{world_size} processes; expected at least one sample per process"
+            )
+        self.rank, self.world_size = rank, world_size
+        return self
+
     def __len__(self) -> int:
         if self.drop_last:
             return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+        full, rest = divmod(self.num_samples, self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
 
     def __iter__(self) -> Iterator[list[int]]:
         g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.num_samples, generator=g).tolist()
         for b in range(len(self)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch[_shard_slice(len(batch), self.rank, self.world_size)]
 
 
 def describe_identity_counts(labels: Sequence[Any] | np.ndarray | torch.Tensor) -> dict[str, Any]:
@@ -129,7 +175,9 @@ class PKBatchSampler:
     exhausted (a batch never repeats an identity). An identity with >= K images gives K
     distinct images; with fewer (only if ``allow_repeats``) it gives all of its images and
     the rest drawn with replacement. A batch is ``[id1 x K, id2 x K, ...]``, so
-    ``batch_size = P * K``. Default ``batches_per_epoch = max(1, eligible // P)``.
+    ``batch_size = P * K``. Default ``batches_per_epoch = max(1, eligible // P)``. After
+    :meth:`shard` a rank yields the whole identities of its part of the P (``P // N`` or one
+    more), all K images of each.
     """
 
     def __init__(
@@ -156,6 +204,7 @@ class PKBatchSampler:
         self.allow_repeats = bool(allow_repeats)
         self.seed = int(seed)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
         self.min_images = 2 if self.allow_repeats else max(2, self.images_per_person)
 
         _, inverse = np.unique(arr, return_inverse=True)
@@ -190,6 +239,17 @@ class PKBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = _check_epoch(epoch)
 
+    def shard(self, rank: int, world_size: int) -> PKBatchSampler:
+        """Yield only rank ``rank``'s identities of each global batch (of ``world_size`` parts)."""
+        rank, world_size = _check_shard(rank, world_size)
+        if world_size > self.people_per_batch:
+            raise ConfigError(
+                f"sampler.people_per_batch: {self.people_per_batch} identities per batch cannot be "
+                f"split over {world_size} processes; expected at least one identity per process"
+            )
+        self.rank, self.world_size = rank, world_size
+        return self
+
     def __len__(self) -> int:
         return self.batches_per_epoch
 
@@ -216,9 +276,12 @@ class PKBatchSampler:
                     i += 1
                 else:
                     chosen.append(queue.pop(i))
+            mine = range(self.people_per_batch)[_shard_slice(self.people_per_batch, self.rank, self.world_size)]
             batch: list[int] = []
-            for ident in chosen:
-                batch.extend(self._images(ident, g))
+            for i, ident in enumerate(chosen):
+                images = self._images(ident, g)  # drawn on every rank: the generator stays in step
+                if i in mine:
+                    batch.extend(images)
             yield batch
 
 
