@@ -70,7 +70,7 @@ class PriorBoxSpec:
             raise ConfigError(f"min_sizes: expected positive sizes, got {self.min_sizes!r}")
         if self.max_sizes and len(self.max_sizes) != len(self.min_sizes):
             raise ConfigError(f"max_sizes: expected one per min size ({len(self.min_sizes)}), got {self.max_sizes!r}")
-        for lo, hi in zip(self.min_sizes, self.max_sizes, strict=True):
+        for lo, hi in zip(self.min_sizes, self.max_sizes, strict=True) if self.max_sizes else ():
             if hi <= lo:
                 raise ConfigError(f"max_sizes: each must exceed its min size, got min {lo:g} max {hi:g}")
         if any(ar <= 0 for ar in self.aspect_ratios):
