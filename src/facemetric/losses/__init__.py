@@ -65,3 +65,8 @@ from facemetric.losses.subcenter_arcface import SubCenterArcFaceLoss  # noqa: E4
 __all__ += ["NormalizedHead", "NormFaceLoss", "SphereFaceLoss", "CosFaceLoss", "ArcFaceLoss"]
 __all__ += ["CombinedMarginLoss", "SubCenterArcFaceLoss", "AdaFaceLoss", "MagFaceLoss"]
 __all__ += ["arcface_target", "unit_angle", "sphereface_psi"]
+
+# Partial FC: a margin head with a class-sharded, sampled classifier (importing registers it)
+from facemetric.losses.partial_fc import PartialFCLoss  # noqa: E402
+
+__all__ += ["PartialFCLoss"]
