@@ -183,9 +183,9 @@ class ShapePredictor:
         k = len(boxes)
         if k == 0:
             return np.zeros((0, self.num_parts, 2))
-        grey = grey_intensity(image)
-        h, w = grey.shape
-        flat = grey.reshape(-1)
+        img = _check_image(image)
+        h, w = img.shape[:2]
+        flat = img.reshape(h * w, -1)  # grey values are computed only where sampled
         left, top, sx, sy = self._rects(boxes)
         left, top, sx, sy = left[:, None], top[:, None], sx[:, None], sy[:, None]
         shapes = np.tile(self.initial_shape, (k, 1))
@@ -201,7 +201,9 @@ class ShapePredictor:
             iy = np.floor(sy * py.astype(np.float64) + top + 0.5)
             inside = (ix >= 0) & (iy >= 0) & (ix < w) & (iy < h)
             index = np.where(inside, iy * w + ix, 0).astype(np.intp)
-            feats = np.where(inside, flat[index], 0).astype(np.float32)  # [K, F]
+            pix = flat[index].astype(np.uint16)
+            grey = pix[..., 0] if pix.shape[-1] == 1 else pix.sum(axis=-1) // 3
+            feats = np.where(inside, grey, 0).astype(np.float32)  # [K, F]
             n_trees, n_splits = lv.idx1.shape
             trees = np.arange(n_trees)[None, :]
             node = np.zeros((k, n_trees), dtype=np.intp)
@@ -224,14 +226,19 @@ class ShapePredictor:
         return out if exact else np.floor(out + 0.5)
 
 
-def grey_intensity(image: np.ndarray) -> np.ndarray:
-    """dlib's grey value of an RGB uint8 image: ``(R + G + B) // 3`` (a grey image as is)."""
+def _check_image(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
         raise FacemetricError(
             f"shape predictor image: expected uint8 [H, W, 3] or [H, W], got "
             f"{img.dtype} {list(img.shape)}"
         )
+    return img
+
+
+def grey_intensity(image: np.ndarray) -> np.ndarray:
+    """dlib's grey value of an RGB uint8 image: ``(R + G + B) // 3`` (a grey image as is)."""
+    img = _check_image(image)
     if img.ndim == 2:
         return img
     return (img.astype(np.uint16).sum(axis=2) // 3).astype(np.uint8)
@@ -260,9 +267,15 @@ def parse_shape_predictor(data: bytes, name: str = "<bytes>") -> ShapePredictor:
             n_leaves = c.count(f"{what} leaves")
             if n_leaves != n_splits + 1:
                 raise c.error(what, f"{n_leaves} leaves for {n_splits} splits")
-            leaves = np.stack([c.matrix(f"{what} leaf").reshape(-1) for _ in range(n_leaves)])
-            if leaves.shape[1] != dim:
-                raise c.error(what, f"leaf size {leaves.shape[1]}, expected {dim}")
+            # each leaf: -rows, -cols, then rows * cols floats (mantissa, exponent)
+            raw = c.take(n_leaves * (2 + 2 * dim), f"{what} leaves").reshape(n_leaves, -1)
+            if (raw[:, 0] != -dim).any() or (raw[:, 1] != -1).any():
+                raise c.error(what, f"leaf is not a {dim}x1 matrix")
+            pairs = raw[:, 2:].reshape(n_leaves, dim, 2)
+            if (np.abs(pairs[:, :, 1]) > 2000).any():
+                raise c.error(what, "bad leaf value")
+            leaves = np.ldexp(pairs[:, :, 0].astype(np.float64), pairs[:, :, 1].astype(np.int32))
+            leaves = leaves.astype(np.float32)
             trees.append((splits, leaves))
         forests.append(trees)
     n_levels = len(forests)
