@@ -31,7 +31,7 @@ from typing import Any
 
 import typer
 
-from facemetric.cli import embedding_commands, gallery_commands, model_commands
+from facemetric.cli import embedding_commands, gallery_commands, model_commands, serve_commands
 from facemetric.cli.options import display_path
 from facemetric.errors import FacemetricError
 
@@ -59,6 +59,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 gallery_app = typer.Typer(name="gallery", help="Inspect and edit a gallery.", no_args_is_help=True)
+keys_app = typer.Typer(name="keys", help="Create, list and revoke the service's API keys.", no_args_is_help=True)
 
 # ---------------------------------------------------------------- registration (the one place)
 class CommandEOFError(Exception):
@@ -99,6 +100,11 @@ app.add_typer(gallery_app, name="gallery")
 _register(app, "cluster", gallery_commands.cluster)
 _register(app, "models", model_commands.models)
 _register(app, "losses", model_commands.losses)
+_register(app, "serve", serve_commands.serve)
+_register(keys_app, "create", serve_commands.keys_create)
+_register(keys_app, "list", serve_commands.keys_list)
+_register(keys_app, "revoke", serve_commands.keys_revoke)
+app.add_typer(keys_app, name="keys")
 
 
 # ---------------------------------------------------------------- one-line errors

@@ -53,6 +53,7 @@ import errno
 import io
 import os
 import stat
+import threading
 import warnings
 from dataclasses import dataclass
 from enum import Enum
@@ -320,11 +321,19 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode: expected 'RGB' or 'L', got {mode!r}")
 
 
+#: Serialises :func:`_open`'s warning filter: ``warnings.catch_warnings`` saves and restores the
+#: process-wide filter list, so two threads inside it at once restore each other's state (a
+#: filter left behind for good, or the warning let through); a service decodes in threads.
+_OPEN_LOCK = threading.Lock()
+
+
 def _open(source: str | io.BytesIO) -> Image.Image:
     """``Image.open`` (header only) without Pillow's DecompressionBombWarning: the size policy
     here decides, and refuses with one line instead of a warning on stderr. (Pillow's own
-    ``DecompressionBombError``, above twice its ``MAX_IMAGE_PIXELS``, still raises here.)"""
-    with warnings.catch_warnings():
+    ``DecompressionBombError``, above twice its ``MAX_IMAGE_PIXELS``, still raises here.)
+    Thread-safe: the filter change is held under :data:`_OPEN_LOCK` (header parsing only; the
+    decode runs outside it)."""
+    with _OPEN_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         return Image.open(source)
 

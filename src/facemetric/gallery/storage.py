@@ -150,6 +150,11 @@ def _connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+class GalleryLockedError(FacemetricError):
+    """Another writer held the gallery's write lock longer than the wait allowed (a service
+    answers it with 503 + Retry-After)."""
+
+
 def _db_errors(method: Callable) -> Callable:
     """Turn a database or permission failure inside a public method into one line."""
 
@@ -159,7 +164,7 @@ def _db_errors(method: Callable) -> Callable:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise FacemetricError(f"gallery {self.path} is locked by another writer; retry") from None
+                raise GalleryLockedError(f"gallery {self.path} is locked by another writer; retry") from None
             raise DataError(f"gallery {self.path}: database error ({exc})") from None
         except sqlite3.DatabaseError as exc:
             raise DataError(f"gallery {self.path}: {DB_NAME} is damaged ({exc}) (corrupt gallery)") from None
@@ -177,6 +182,9 @@ class GalleryStorage:
     One object per thread; any number of processes may open the same directory (SQLite
     serialises the writers, readers see committed snapshots).
     """
+
+    #: Seconds this object's writes wait for another writer's lock (None: :data:`LOCK_TIMEOUT_S`).
+    lock_timeout_s: float | None = None
 
     def __init__(self, path: Path, conn: sqlite3.Connection):
         self.path = path
@@ -382,14 +390,16 @@ class GalleryStorage:
     def _write(self, op: str) -> Iterator[list[Path]]:
         """A write transaction holding SQLite's write lock; yields a list to which the files
         created by the write are appended (deleted again if it does not commit). Waiting more
-        than :data:`LOCK_TIMEOUT_S` for the lock is a one-line error."""
+        than :attr:`lock_timeout_s` (default :data:`LOCK_TIMEOUT_S`) for the lock is a one-line
+        :class:`GalleryLockedError`."""
         conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
+        wait = LOCK_TIMEOUT_S if self.lock_timeout_s is None else self.lock_timeout_s
+        conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise FacemetricError(f"gallery {self.path} is locked by another writer; retry") from None
+                raise GalleryLockedError(f"gallery {self.path} is locked by another writer; retry") from None
             raise
         created: list[Path] = []
         try:
