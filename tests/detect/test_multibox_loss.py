@@ -56,10 +56,11 @@ def test_matches_reference():
 
 
 def test_gradcheck():
-    loc, conf, loc_t, labels = _batch(5)
-    loc.requires_grad_(True)
+    loc, conf, loc_t, labels = (t[:2, 4:14] for t in _batch(5))
+    loc = loc.clone().requires_grad_(True)
+    conf = conf.clone()
     conf.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: MultiBoxLoss()(a, b, loc_t, labels), (loc, conf), eps=1e-6)
+    assert torch.autograd.gradcheck(lambda a, b: MultiBoxLoss()(a, b, loc_t, labels), (loc, conf), eps=1e-6, fast_mode=True)
 
 
 def test_no_face_batch_is_finite():

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import torch
 
-from facemetric.detect.boxes import box_iou
 from facemetric.detect.nms import batched_nms, nms
 
 
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
 def _reference(boxes, scores, thr, top_k=None):
+    boxes = boxes.double().tolist()
     order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
     if top_k is not None:
         order = order[:top_k]
     kept = []
     for i in order:
-        if all(box_iou(boxes[i : i + 1], boxes[k : k + 1]).item() <= thr for k in kept):
+        if all(_iou(boxes[i], boxes[k]) <= thr for k in kept):
             kept.append(i)
     return kept
 
