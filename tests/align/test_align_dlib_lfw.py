@@ -161,7 +161,8 @@ def test_several_faces_largest_first(lfw):
     res = align_faces([wide], detector=det, all_faces=True)[0]
     np.testing.assert_array_equal(largest([wide])[0], res.chips[0])
     np.testing.assert_array_equal(central([wide])[0], res.chips[1])
-    assert central.counts == {"images": 1, "detected": 1, "center_box": 0, "several_faces": 1}
+    assert central.counts == {"images": 1, "detected": 1, "detected_padded": 0, "whole_photo": 0,
+                              "center_box": 0, "none": 0, "several_faces": 1}
 
 
 def test_no_face_gives_empty_result_and_fallback_is_marked():

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SOURCES: tuple[str, ...] = ("detector", "center-box")
+#: where a :class:`Face` came from: the detector on the photo, the detector on a zoomed-out
+#: copy of it (:mod:`facemetric.align.fallback`), the whole photo taken as the face, or the
+#: centre box
+SOURCES: tuple[str, ...] = ("detector", "detector-padded", "whole-photo", "center-box")
 
 
 @dataclass(frozen=True, eq=False)
@@ -18,8 +21,9 @@ class Face:
     may reach past the image border. ``score`` is the detector's confidence (dlib HOG: the SVM
     margin, higher is surer; ``0.0`` for a centre box). ``landmarks`` is float64 ``[K, 2]`` of
     ``(x, y)`` or ``None``; ``layout`` names their order (``"dlib5"``, ``"dlib68"``,
-    ``"arcface5"``, see :mod:`facemetric.align.templates`). ``source`` is ``"detector"`` or
-    ``"center-box"`` (the no-detector path).
+    ``"arcface5"``, see :mod:`facemetric.align.templates`). ``source`` is one of
+    :data:`SOURCES` (``"detector"``; ``"detector-padded"``, ``"whole-photo"``,
+    ``"center-box"``: the fallbacks of :mod:`facemetric.align.fallback`).
     """
 
     box: tuple[float, float, float, float]
