@@ -53,6 +53,7 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.gallery_commands", "facemetric.cluster.folder_job"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.inference"): "CLI lazy command body",
     ("facemetric.cli.gallery_commands", "facemetric.inference.model_card"): "CLI lazy command body",
+    ("facemetric.cli.export_commands", "facemetric.inference.onnx_export"): "CLI lazy command body",
     ("facemetric.cli.serve_commands", "facemetric.serve"): "CLI lazy command body (serve imports fastapi, uvicorn and torch)",
 }
 

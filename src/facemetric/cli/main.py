@@ -32,6 +32,7 @@ from typing import Any
 import typer
 
 from facemetric.cli import embedding_commands, gallery_commands, model_commands, serve_commands
+from facemetric.cli import export_commands
 from facemetric.cli.options import display_path
 from facemetric.errors import FacemetricError
 
@@ -100,6 +101,7 @@ app.add_typer(gallery_app, name="gallery")
 _register(app, "cluster", gallery_commands.cluster)
 _register(app, "models", model_commands.models)
 _register(app, "losses", model_commands.losses)
+_register(app, "export", export_commands.export)
 _register(app, "serve", serve_commands.serve)
 _register(keys_app, "create", serve_commands.keys_create)
 _register(keys_app, "list", serve_commands.keys_list)

@@ -32,6 +32,7 @@ from facemetric.errors import FacemetricError
 from facemetric.inference.alignment import CardAligner
 from facemetric.inference.artifact import load_card, load_weights, resolve_artifact_dir
 from facemetric.inference.embedding import Embedded, embed_batches
+from facemetric.inference.onnx_model import is_onnx_path, load_onnx_backbone
 from facemetric.inference.pretrained import resolve_model_path
 from facemetric.models import build_model
 
@@ -176,7 +177,12 @@ def load_model(
 ) -> FaceEmbedder:
     """Load a model artifact (or a run directory's ``model/``, or a pretrained name such as
     ``"dlib-resnet-v1"``) as a :class:`FaceEmbedder`. ``align=False`` skips the card's
-    detection/alignment step (for inputs that are already aligned chips)."""
+    detection/alignment step (for inputs that are already aligned chips). A ``.onnx`` file
+    written by ``facemetric export`` runs through onnxruntime with the card stored in it
+    (:mod:`facemetric.inference.onnx_model`)."""
+    if is_onnx_path(path):
+        backbone, card = load_onnx_backbone(path, device)
+        return FaceEmbedder(backbone, card, device, align=align)
     directory = resolve_artifact_dir(resolve_model_path(path))
     card = load_card(directory)
     model = build_from_card(card)
