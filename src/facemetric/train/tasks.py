@@ -25,12 +25,14 @@ from facemetric.errors import ConfigError
 from facemetric.registry import Registry
 from facemetric.train.config import read_yaml
 from facemetric.train.experiment import run_experiment
+from facemetric.train.landmark_task import run_landmark_task
 
 TaskRunner = Callable[..., Any]
 
 #: task name -> runner ``(config, overrides, run_dir, resume, progress) -> result``
 TASKS: Registry[Any] = Registry("task")
 TASKS.register("embedding")(run_experiment)
+TASKS.register("landmarks")(run_landmark_task)
 
 
 def _override_task(overrides: list[str]) -> str | None:
