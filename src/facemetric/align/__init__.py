@@ -28,6 +28,7 @@ from facemetric.align.chips import (
     template_112,
 )
 from facemetric.align.images import to_rgb
+from facemetric.align.landmark_net import Learned5Landmarker  # noqa: F401  (registers 'learned5')
 from facemetric.align.templates import ARCFACE_112, DLIB5_IN_ARCFACE_112, DLIB5_UNIT
 from facemetric.align.transform import apply_affine, invert_affine, similarity_transform, warp
 from facemetric.align.types import AlignedResult, DetectionResult, Face
