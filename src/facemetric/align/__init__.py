@@ -7,8 +7,11 @@
 
 Detectors (``build_detector(name, **opts)``): ``"dlib-hog"`` (:class:`DlibHogDetector`, needs
 ``pip install 'facemetric[dlib]'``) and ``"center"`` (:class:`CenterBoxDetector`, for
-pre-cropped images; no dependency). Templates: ``"dlib-150"`` (:func:`dlib_chip`, the same
-pixels as ``dlib.get_face_chip``) and ``"arcface-112"`` (:func:`template_112`).
+pre-cropped images; no dependency), ``"ssd-res10"`` (:class:`SSDRes10Detector`, OpenCV's res10
+SSD ported to PyTorch, batched, GPU when available; needs ``pip install 'facemetric[pretrained]'``)
+and ``"ssd"`` (:class:`TrainedSSDDetector`, a trained SSD's ``detector.pt`` or run directory).
+Templates: ``"dlib-150"`` (:func:`dlib_chip`, the same pixels as ``dlib.get_face_chip``) and
+``"arcface-112"`` (:func:`template_112`).
 """
 
 from facemetric.align.backends import (
@@ -29,6 +32,7 @@ from facemetric.align.chips import (
 )
 from facemetric.align.images import to_rgb
 from facemetric.align.landmark_net import Learned5Landmarker  # noqa: F401  (registers 'learned5')
+from facemetric.align.ssd_backend import SSDRes10Detector, TrainedSSDDetector
 from facemetric.align.templates import ARCFACE_112, DLIB5_IN_ARCFACE_112, DLIB5_UNIT
 from facemetric.align.transform import apply_affine, invert_affine, similarity_transform, warp
 from facemetric.align.types import AlignedResult, DetectionResult, Face
@@ -45,6 +49,8 @@ __all__ = [
     "Detector",
     "DlibHogDetector",
     "Face",
+    "SSDRes10Detector",
+    "TrainedSSDDetector",
     "align_face",
     "align_faces",
     "apply_affine",
