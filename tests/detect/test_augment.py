@@ -9,8 +9,6 @@ import torch
 from facemetric.detect.augment import (
     BatchSampler,
     SSDAugment,
-    _hsv_to_rgb,
-    _rgb_to_hsv,
     photometric_distort,
     sample_crop,
 )
@@ -88,14 +86,28 @@ def test_sampler_constraints_hold():
 def test_photometric():
     g = torch.Generator().manual_seed(0)
     x = torch.rand(3, 8, 9, generator=g) * 255
-    torch.testing.assert_close(_hsv_to_rgb(_rgb_to_hsv(x)), x, rtol=0, atol=1e-3)
-    hsv = _rgb_to_hsv(x)
-    hsv[1] = 0
-    grey = _hsv_to_rgb(hsv)
-    torch.testing.assert_close(grey[0], grey[2])
+    x = x.round()
     changed = 0
     for seed in range(10):
         y = photometric_distort(x, random.Random(seed))
-        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255
+        assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255 and torch.equal(y, y.round())
         changed += int(not torch.allclose(x, y))
     assert changed >= 8
+    # brightness alone (the first draw < 0.5, every later one >= 0.5): a constant shift, saturated
+    flat = torch.full((3, 4, 4), 250.0)
+
+    class Scripted(random.Random):
+        def __init__(self, values):
+            super().__init__(0)
+            self.values = list(values)
+
+        def random(self):
+            return self.values.pop(0)
+
+        def uniform(self, a, b):
+            return 10.0
+
+    out = photometric_distort(flat, Scripted([0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]))
+    assert torch.equal(out, torch.full((3, 4, 4), 255.0))
+    out = photometric_distort(flat - 100, Scripted([0.1, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]))
+    assert torch.equal(out, torch.full((3, 4, 4), 160.0))

@@ -8,9 +8,9 @@ Steps of :class:`SSDAugment`, each drawn from a ``random.Random``:
 1. **Photometric distortion** (:func:`photometric_distort`): brightness ``+U(-32, 32)``
    (p 0.5); then with p 0.5 the order contrast, saturation, hue, else saturation, hue,
    contrast; contrast ``*U(0.5, 1.5)`` (p 0.5), saturation (HSV S) ``*U(0.5, 1.5)`` (p 0.5),
-   hue (HSV H) ``+U(-18, 18)`` degrees (p 0.5); values clamped to 0..255 after each step.
-   Caffe works on BGR uint8 with OpenCV's 0..180 hue (so its delta 18 is 36 degrees); here
-   hue is in degrees and values stay float.
+   hue (HSV H) ``+U(-18, 18)`` degrees (p 0.5); values rounded and saturated to 0..255
+   after each step (8 bits, as Caffe). Caffe uses OpenCV's 0..180 hue (so its delta 18 is
+   36 degrees); here the delta is in degrees.
 2. **Expand** (zoom out, p 0.5): a canvas ``ratio`` times larger (``ratio ~ U(1, max_ratio)``,
    4 in SSD), filled with the mean colour; the image at a random integer offset. Sizes and
    offsets are whole pixels, so boxes map exactly: ``(x * W + left) / W'``.
@@ -33,8 +33,10 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 __all__ = [
     "SSD_SAMPLERS",
@@ -70,63 +72,40 @@ SSD_SAMPLERS: tuple[BatchSampler, ...] = (
 )
 
 
-def _rgb_to_hsv(img: torch.Tensor) -> torch.Tensor:
-    r, g, b = img[0], img[1], img[2]
-    maxc, _ = img.max(dim=0)
-    minc, _ = img.min(dim=0)
-    delta = maxc - minc
-    s = torch.where(maxc > 0, delta / maxc.clamp(min=1e-12), torch.zeros_like(maxc))
-    safe = delta.clamp(min=1e-12)
-    h = torch.where(
-        maxc == r, ((g - b) / safe) % 6, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4)
-    )
-    h = torch.where(delta > 0, h * 60.0, torch.zeros_like(h))
-    return torch.stack([h, s, maxc])
-
-
-def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    h, s, v = hsv[0] % 360.0, hsv[1], hsv[2]
-    c = v * s
-    hp = h / 60.0
-    x = c * (1 - (hp % 2 - 1).abs())
-    zero = torch.zeros_like(c)
-    sector = hp.floor().clamp(0, 5).long()
-    table = [(c, x, zero), (x, c, zero), (zero, c, x), (zero, x, c), (x, zero, c), (c, zero, x)]
-    rgb = [zero.clone() for _ in range(3)]
-    for i, parts in enumerate(table):
-        mask = sector == i
-        for ch in range(3):
-            rgb[ch] = torch.where(mask, parts[ch], rgb[ch])
-    m = v - c
-    return torch.stack([ch + m for ch in rgb])
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """Round and saturate to 0..255 (OpenCV's ``saturate_cast<uchar>``)."""
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def photometric_distort(img: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Caffe SSD's ``DistortImage`` (see the module docstring) on ``[3, H, W]`` 0..255 RGB."""
-    img = img.float()
+    """Caffe SSD's ``DistortImage`` (see the module docstring) on ``[3, H, W]`` 0..255 RGB.
+
+    Like Caffe, each step rounds to 8 bits; saturation and hue go through PIL's HSV (8-bit
+    channels, hue 0..255 for 0..360 degrees) in C, so this costs ~1 ms on a 150x150 photo."""
+    hwc = _to_uint8(img.permute(1, 2, 0).numpy())
     if rng.random() < 0.5:
-        img = (img + rng.uniform(-32, 32)).clamp(0, 255)
+        hwc = _to_uint8(hwc.astype(np.float32) + rng.uniform(-32, 32))
 
-    def contrast(x: torch.Tensor) -> torch.Tensor:
-        return (x * rng.uniform(0.5, 1.5)).clamp(0, 255) if rng.random() < 0.5 else x
+    def contrast(x: np.ndarray) -> np.ndarray:
+        return _to_uint8(x.astype(np.float32) * rng.uniform(0.5, 1.5)) if rng.random() < 0.5 else x
 
-    def saturation_hue(x: torch.Tensor) -> torch.Tensor:
+    def saturation_hue(x: np.ndarray) -> np.ndarray:
         do_sat, sat = rng.random() < 0.5, rng.uniform(0.5, 1.5)
         do_hue, hue = rng.random() < 0.5, rng.uniform(-18, 18)
         if not (do_sat or do_hue):
             return x
-        hsv = _rgb_to_hsv(x)
+        hsv = np.array(Image.fromarray(x, "RGB").convert("HSV"))
         if do_sat:
-            hsv[1] = (hsv[1] * sat).clamp(0, 1)
+            hsv[..., 1] = _to_uint8(hsv[..., 1].astype(np.float32) * sat)
         if do_hue:
-            hsv[0] = hsv[0] + hue
-        return _hsv_to_rgb(hsv).clamp(0, 255)
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(hue * 256 / 360))) % 256).astype(np.uint8)
+        return np.array(Image.fromarray(hsv, "HSV").convert("RGB"))
 
     if rng.random() < 0.5:
-        img = saturation_hue(contrast(img))
+        hwc = saturation_hue(contrast(hwc))
     else:
-        img = contrast(saturation_hue(img))
-    return img
+        hwc = contrast(saturation_hue(hwc))
+    return torch.from_numpy(hwc).permute(2, 0, 1).float()
 
 
 def expand(

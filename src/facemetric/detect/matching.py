@@ -28,13 +28,23 @@ from facemetric.detect.boxes import box_iou, encode
 __all__ = ["match_batch", "match_priors", "match_targets"]
 
 
-def match_priors(truths: torch.Tensor, priors: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Index of the truth matched to each prior (``[N]`` long), ``-1`` where none."""
+def match_priors(
+    truths: torch.Tensor, priors: torch.Tensor, threshold: float = 0.5, iou: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Index of the truth matched to each prior (``[N]`` long), ``-1`` where none
+    (``iou``: the ``[N, G]`` prior/truth IoUs when the caller has them)."""
     n = priors.shape[0]
     matched = torch.full((n,), -1, dtype=torch.long, device=priors.device)
     if truths.numel() == 0:
         return matched
-    iou = box_iou(priors, truths.to(priors.dtype))  # [N, G]
+    if iou is None:
+        iou = box_iou(priors, truths.to(priors.dtype))  # [N, G]
+    if truths.shape[0] == 1:  # the bipartite step is the argmax
+        best_prior = int(torch.argmax(iou[:, 0]))
+        if iou[best_prior, 0] > 1e-6:
+            matched[best_prior] = 0
+        matched[(matched < 0) & (iou[:, 0] >= threshold)] = 0
+        return matched
     work = torch.where(iou > 1e-6, iou, torch.full_like(iou, -1.0))
     for _ in range(truths.shape[0]):
         flat = int(torch.argmax(work))
@@ -62,14 +72,16 @@ def match_targets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loc [N, 4], labels [N])`` targets for one image (labels: class, 0 background, -1 ignore)."""
     n = priors.shape[0]
-    matched = match_priors(truths, priors, threshold)
+    iou = box_iou(priors, truths.to(priors.dtype)) if truths.numel() else None
+    matched = match_priors(truths, priors, threshold, iou)
     positive = matched >= 0
     conf = torch.zeros(n, dtype=torch.long, device=priors.device)
     loc = torch.zeros(n, 4, dtype=priors.dtype, device=priors.device)
     if truths.numel():
         conf[positive] = labels.to(priors.device).long()[matched[positive]]
         loc[positive] = encode(truths.to(priors.dtype)[matched[positive]], priors[positive], variances)
-        best = box_iou(priors, truths.to(priors.dtype)).max(dim=1).values
+        assert iou is not None
+        best = iou.max(dim=1).values
         conf[~positive & (best >= neg_threshold)] = -1
     if ignore_boxes is not None and ignore_boxes.numel():
         near = box_iou(priors, ignore_boxes.to(priors.dtype)).max(dim=1).values >= ignore_threshold
