@@ -9,6 +9,11 @@ sections and the generic keys of the named sections (``optimizer.lr``/``weight_d
 :func:`component_errors` turns a TypeError/ValueError it raises into a one-line
 ``section.key: expected ..., got ...``.
 
+Speed and scale switches of the ``train`` section: ``precision`` (``fp32``, ``bf16``, ``fp16``:
+the backbone runs under autocast, the loss/head in float32; ``fp16`` needs CUDA and uses a
+gradient scaler), ``channels_last`` (NHWC memory format), ``compile`` (``torch.compile`` of the
+backbone) and ``sync_batchnorm`` (batch statistics over all processes of a torchrun launch).
+
 Paths (:data:`PATH_KEYS`: ``data.root``, ``data.val_pairs``, ``data.cache_dir``,
 ``schedule.path``, a ``model.pretrained`` artifact folder, ...) written in a recipe are relative
 to the recipe file's folder, not to the working directory; paths given as overrides or in a
@@ -54,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": True,
         "log_every": 10,
         "head_init": "auto",
+        "precision": "fp32",
+        "channels_last": False,
+        "compile": False,
+        "sync_batchnorm": False,
     },
     "eval": {"distance": "squared_l2", "far_target": 1e-3, "batch_size": 256},
 }
@@ -205,6 +214,10 @@ SCHEMA: dict[tuple[str | None, str], Callable[[str, Any, str], Any]] = {
     ("train", "deterministic"): _boolean,
     ("train", "log_every"): _int(1),
     ("train", "head_init"): _choice("auto", "random", "class_means"),
+    ("train", "precision"): _choice("fp32", "bf16", "fp16"),
+    ("train", "channels_last"): _boolean,
+    ("train", "compile"): _boolean,
+    ("train", "sync_batchnorm"): _boolean,
     ("eval", "distance"): _choice(*DISTANCES),
     ("eval", "far_target"): _num(0.0, 1.0, lo_open=True, hi_open=True),
     ("eval", "batch_size"): _int(1),

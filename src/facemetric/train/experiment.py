@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from facemetric import distributed
 from facemetric.data.samplers import SAMPLERS
 from facemetric.distances import check_distance_kind
 from facemetric.errors import ConfigError
@@ -159,8 +160,12 @@ def build_experiment(
         data_options.setdefault("preprocessing", init.card["preprocessing"])
         if init.card.get("alignment"):
             data_options.setdefault("alignment", init.card["alignment"])
+    if not distributed.is_main_process():
+        distributed.barrier()  # rank 0 builds (and caches) the data first; the others then read it
     with component_errors("data", config["data"], _factory(DATA_SOURCES, config["data"]["name"])):
         data = DATA_SOURCES.build(config["data"]["name"], **data_options)
+    if distributed.is_main_process():
+        distributed.barrier()
     model_options = _model_options(config["model"], data)
     if init is not None:
         # the architecture must match the weights: the pretrained card's options, not the config's
@@ -183,6 +188,8 @@ def build_experiment(
         _init_head_from_class_means(model, loss, data.train)
     with component_errors("sampler", config["sampler"], _factory(SAMPLERS, config["sampler"]["name"])):
         sampler = SAMPLERS.build(config["sampler"]["name"], dataset=data.train, seed=seed, **options(config["sampler"]))
+    if distributed.world_size() > 1 and hasattr(sampler, "shard"):  # the batches per epoch of a rank
+        sampler.shard(distributed.rank(), distributed.world_size())
     opt_cfg = config["optimizer"]
     if "lr" not in opt_cfg:
         raise ConfigError("config: 'optimizer.lr' is required")
@@ -214,6 +221,8 @@ def build_experiment(
         device=device, evaluator=evaluator, eval_every=int(train_cfg["eval_every"]),
         keep_checkpoints=int(train_cfg["keep_checkpoints"]), num_workers=int(train_cfg["num_workers"]),
         progress=progress, log_every=int(train_cfg["log_every"]), config=config,
+        precision=str(train_cfg["precision"]), channels_last=bool(train_cfg["channels_last"]),
+        compile=bool(train_cfg["compile"]), sync_batchnorm=bool(train_cfg["sync_batchnorm"]),
     )
     return Experiment(config, model_options, data, model, loss, trainer, rd)
 
@@ -312,6 +321,12 @@ def run_experiment(
 
     With ``resume=True`` the run directory must exist; its saved config is used (overrides
     still apply) and training continues from the newest checkpoint.
+
+    Under torchrun (``WORLD_SIZE > 1``) every process calls this: it joins the process group
+    (gloo for ``train.device: cpu``, NCCL for CUDA; left again at the end when it joined it
+    here), all ranks train data-parallel, and rank 0 alone writes the run directory (config,
+    metrics, checkpoints, report, model). The run directory (without ``run_dir``: rank 0's
+    default name) is the same on every rank.
     """
     if resume:
         if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
@@ -321,18 +336,35 @@ def run_experiment(
         config = resolve_config(config, overrides)  # relative paths: the working directory
     else:
         config = load_config(config, overrides)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    exp = build_experiment(config, run_dir, progress=progress)
+    joined = False
+    if not distributed.is_distributed():
+        device = resolve_device(str(config["train"]["device"]))
+        joined = distributed.init_from_env(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _run(config, run_dir, resume, progress)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _run(config: dict[str, Any], run_dir: str | os.PathLike | None, resume: bool,
+         progress: bool) -> TrainResult:
+    main = distributed.is_main_process()
+    run_dir = Path(run_dir) if run_dir is not None else distributed.broadcast_object(default_run_dir(config))
+    exp = build_experiment(config, run_dir, progress=progress and main)
     assert exp.run_dir is not None
-    exp.run_dir.write_config(config)
-    exp.run_dir.write_run_info({"data": exp.data.summary})
+    if main:
+        exp.run_dir.write_config(config)
+        exp.run_dir.write_run_info({"data": exp.data.summary, "world_size": distributed.world_size()})
     history = exp.trainer.fit(resume=resume)
     final: dict[str, Any] = {}
     for r in history:
         final[r["split"]] = r
-    exp.run_dir.write_text("report.md", _report_markdown(config, history, exp.data.summary))
-    if exp.data.supports_artifact:
-        write_model_artifact(exp, final.get("val"))
+    if main:
+        exp.run_dir.write_text("report.md", _report_markdown(config, history, exp.data.summary))
+        if exp.data.supports_artifact:
+            write_model_artifact(exp, final.get("val"))
+    distributed.barrier()
     return TrainResult(exp.run_dir.path, history, final, exp.model, exp.loss, exp.data, exp.trainer.evaluator)
 
 

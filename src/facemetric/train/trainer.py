@@ -8,6 +8,27 @@ state, optimizer, scheduler, EMA and RNG states is written atomically; :meth:`Tr
 An interruption (Ctrl-C, SIGKILL) at any point leaves the last complete checkpoint and no
 temporary file (a SIGKILLed writer's temporary is removed by the next write in the folder).
 Batch order depends only on (seed, epoch) through the batch sampler's ``set_epoch``.
+
+Precision (``precision``): ``fp32``; ``bf16`` and ``fp16`` run the backbone under
+``torch.autocast``; its embeddings are cast to float32 and the loss (heads, margins, angles,
+triplet distances) is computed outside autocast in float32. ``fp16`` needs CUDA (on CPU it is
+refused with a one-line error: use ``bf16``) and uses a ``torch.amp.GradScaler`` (gradients
+unscaled before clipping; a step with inf/NaN gradients is skipped by the scaler).
+``channels_last`` stores the backbone and its input batches in NHWC; ``compile`` wraps the
+forward in ``torch.compile`` (the checkpointed module stays the plain one).
+
+Data parallel (a torchrun launch: :mod:`facemetric.distributed` has a process group): the
+batch sampler is sharded by rank (:meth:`shard`; the recipe's batch size is the *global*
+batch), the backbone is wrapped in ``DistributedDataParallel`` (``sync_batchnorm``: its
+BatchNorms become ``SyncBatchNorm``, CUDA only), and the loss sees the *global* batch: the
+embeddings are all-gathered with their gradients, the labels gathered, and every rank computes
+the same loss on the same global batch (triplet mining, center updates and classifier heads all
+see what one process would see; see :func:`facemetric.distributed.all_gather_with_grad` for
+why DDP's gradient averaging then yields the 1-process gradient). The loss module's own
+parameters (a classifier) get identical gradients on every rank and stay replicated; they are
+broadcast from rank 0 at the start. Rank 0 alone logs, evaluates and writes checkpoints. A
+checkpoint holds the plain model (no ``module.`` prefix) and nothing per rank, so a run resumes
+with any number of processes and continues with the same global batches.
 """
 
 from __future__ import annotations
@@ -21,7 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from facemetric.errors import FacemetricError
+from facemetric import distributed
+from facemetric.errors import ConfigError, FacemetricError
 from facemetric.io import atomic_torch_save
 from facemetric.losses.base import EmbeddingLoss
 from facemetric.train.checkpoint import (
@@ -47,6 +69,24 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise FacemetricError(f"train.device: {name!r} requested but CUDA is not available")
     return device
+
+
+#: ``train.precision`` -> the autocast dtype (None: no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """``precision`` if ``device`` can train in it, else a one-line ConfigError."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: expected one of 'fp32', 'bf16', 'fp16', got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"train.precision: fp16 needs a CUDA device (train.device is {device.type}); "
+            "use bf16 on CPU"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision: this GPU does not support bf16; use fp16")
+    return precision
 
 
 class _Meter:
@@ -94,9 +134,27 @@ class Trainer:
         progress: bool = True,
         log_every: int = 10,
         config: dict[str, Any] | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        sync_batchnorm: bool = False,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.device = distributed.device_for_rank(self.device)
+        self.precision = check_precision(str(precision), self.device)
+        self.channels_last = bool(channels_last)
+        self.world_size = distributed.world_size()
+        self.is_main = distributed.is_main_process()
+        if sync_batchnorm and self.world_size > 1:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    "train.sync_batchnorm: PyTorch's SyncBatchNorm runs on CUDA devices only "
+                    f"(train.device is {self.device.type}); set it to false"
+                )
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects
         self.model = model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.loss_fn = loss_fn.to(self.device)
         self.dataset = dataset
         self.batch_sampler = batch_sampler
@@ -110,14 +168,37 @@ class Trainer:
         self.eval_every = int(eval_every or 0)
         self.keep_checkpoints = int(keep_checkpoints)
         self.num_workers = int(num_workers)
-        self.progress = progress
+        self.progress = progress and self.is_main
         self.log_every = max(1, int(log_every))
         self.config = config or {}
         self.epoch = 0  # completed epochs
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        if self.world_size > 1:
+            if not hasattr(batch_sampler, "shard"):
+                raise ConfigError(
+                    f"sampler: {type(batch_sampler).__name__} cannot be sharded over processes; "
+                    "use 'uniform' or 'pk' with torchrun"
+                )
+            batch_sampler.shard(distributed.rank(), self.world_size)
+            self._broadcast_loss_state()
+            self.net: nn.Module = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
+        else:
+            self.net = self.model
+        if compile:
+            self.net = torch.compile(self.net)  # type: ignore[assignment]
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self._last_batch_size = 0
         if len(batch_sampler) == 0:
             raise FacemetricError("sampler: the data cannot fill a single batch")
+
+    def _broadcast_loss_state(self) -> None:
+        """Rank 0's loss parameters and buffers (classifier, centers) on every rank."""
+        with torch.no_grad():
+            for t in list(self.loss_fn.parameters()) + list(self.loss_fn.buffers()):
+                torch.distributed.broadcast(t.data, src=0)
 
     # ----------------------------------------------------------------------------- data
     def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -150,6 +231,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "world_size": self.world_size,  # informational: resume works with any number
             "rng": rng_state(),
             "history": self.history,
             "config": self.config,
@@ -166,13 +249,16 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.epoch = int(state["epoch"])
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history", []))
 
     def save_checkpoint(self) -> Path | None:
-        if self.run_dir is None:
+        """Write this epoch's checkpoint (rank 0 only; None elsewhere or without a run dir)."""
+        if self.run_dir is None or not self.is_main:
             return None
         path = checkpoint_path(self.run_dir.checkpoints, self.epoch)
         atomic_torch_save(self.state_dict(), path)
@@ -189,20 +275,34 @@ class Trainer:
         if checkpoint is None:
             if self.run_dir is None:
                 raise FacemetricError("resume: needs a run directory or a checkpoint path")
-            checkpoint = latest_checkpoint(self.run_dir.checkpoints)
+            checkpoint = distributed.broadcast_object(latest_checkpoint(self.run_dir.checkpoints))
             if checkpoint is None:
-                self.run_dir.truncate_metrics_after(0)
+                if self.is_main:
+                    self.run_dir.truncate_metrics_after(0)
                 return False
         self.load_state_dict(load_checkpoint(checkpoint))
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             self.run_dir.truncate_metrics_after(self.epoch)
         return True
 
     # ------------------------------------------------------------------------- training
-    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+    def forward(self, images: Tensor) -> Tensor:
+        """The backbone's float32 embeddings of a batch, under the run's precision."""
         images = images.to(self.device, non_blocking=True)
+        if self.channels_last and images.ndim == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            embeddings = self.net(images)
+        return embeddings.float()
+
+    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
         labels = labels.to(self.device, non_blocking=True)
-        embeddings = self.model(images)
+        embeddings = self.forward(images)
+        if self.world_size > 1:  # the global batch, in rank order (gradients flow back)
+            embeddings = distributed.all_gather_with_grad(embeddings)
+            labels = distributed.all_gather_no_grad(labels)
+        self._last_batch_size = int(labels.shape[0])
         if not torch.isfinite(embeddings).all():
             raise FacemetricError(
                 f"training diverged: the model produced NaN/inf embeddings at step {self.global_step} "
@@ -215,10 +315,18 @@ class Trainer:
                 "(lower optimizer.lr or set train.grad_clip)"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(list(self._clip_params()), self.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(list(self._clip_params()), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(list(self._clip_params()), self.grad_clip)
+            self.optimizer.step()
         self.loss_fn.after_step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -242,7 +350,7 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             self.run_dir.log_metrics(record)
 
     def fit(
@@ -257,7 +365,7 @@ class Trainer:
             bar.start_at(self.epoch)
             stop = self.epochs if until_epoch is None else min(self.epochs, int(until_epoch))
             while self.epoch < stop:
-                self.model.train()
+                self.net.train()
                 self.loss_fn.train()
                 for source in (self.batch_sampler, self.dataset):  # order/augmentation per epoch
                     if hasattr(source, "set_epoch"):
@@ -267,7 +375,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 for step, (images, labels) in enumerate(self._batches()):
                     values = self.train_step(images, labels)
-                    n = int(labels.shape[0])
+                    n = self._last_batch_size or int(labels.shape[0])  # the global batch
                     meter.add(values, n)
                     images_seen += n
                     if (step + 1) % self.log_every == 0 or step + 1 == steps_per_epoch:
@@ -285,7 +393,7 @@ class Trainer:
                     **meter.means(),
                 }
                 self._log(record)
-                if self.evaluator is not None and self.eval_every > 0 and (
+                if self.evaluator is not None and self.eval_every > 0 and self.is_main and (
                     self.epoch % self.eval_every == 0 or self.epoch == self.epochs
                 ):
                     self._log({"epoch": self.epoch, "split": "val", **self.evaluate()})
@@ -293,4 +401,5 @@ class Trainer:
                 if not all(math.isfinite(v) for v in meter.means().values()):
                     raise FacemetricError(f"training diverged in epoch {self.epoch}")
                 self.save_checkpoint()
+        distributed.barrier()  # ranks leave together (rank 0 may have been evaluating)
         return self.history

@@ -1,0 +1,140 @@
+"""torchrun-style data parallel training, checked on CPU with 2 gloo processes on loopback.
+
+The same recipe (global batch) trained by 1 process and by 2 processes gives the same per-step
+losses and the same parameters (to 1e-5) for softmax, center (centers included), triplet
+(mined on the gathered batch) and ArcFace (its classifier replicated); a checkpoint written by
+2 processes resumes in 1 and one written by 1 resumes in 2, each equal to an uninterrupted run.
+All 2-process runs share one spawn (each process start imports torch: seconds on a busy CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from facemetric import distributed
+from facemetric.train.config import resolve_config
+from facemetric.train.experiment import build_experiment, run_experiment
+from facemetric.train.trainer import Trainer
+from tests.conftest import tiny_config
+
+UNIFORM = {"name": "uniform", "batch_size": 64}
+PK = {"name": "pk", "people_per_batch": 6, "images_per_person": 4, "batches_per_epoch": 8}
+RECIPES = {
+    "softmax": tiny_config({"name": "softmax"}, UNIFORM, epochs=1),
+    "center": tiny_config({"name": "center", "lambda_": 0.1, "center_lr": 0.5}, UNIFORM, epochs=1),
+    "triplet": tiny_config({"name": "triplet", "strategy": "semi-hard", "margin": 0.2}, PK, epochs=1),
+    "arcface": tiny_config({"name": "arcface", "margin": 0.3, "scale": 16.0}, UNIFORM, epochs=1),
+}
+RESUME = tiny_config({"name": "center", "lambda_": 0.1}, UNIFORM, epochs=2)
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+for _recipe in (*RECIPES.values(), RESUME):  # ~360 training images: 6 steps per epoch
+    _recipe["data"]["test_fraction"] = 0.8
+
+
+def _record(run):
+    """Run ``run()`` with every step's loss recorded; returns (losses, run's result)."""
+    losses: list[float] = []
+    original = Trainer.train_step
+
+    def step(self, images, labels):
+        values = original(self, images, labels)
+        losses.append(values["loss"])
+        return values
+
+    Trainer.train_step = step
+    try:
+        return losses, run()
+    finally:
+        Trainer.train_step = original
+
+
+def _state(losses, model, loss) -> dict:
+    return {"losses": losses, "model": copy.deepcopy(model.state_dict()),
+            "loss": copy.deepcopy(loss.state_dict())}
+
+
+def _train(config: dict, run_dir, resume: bool = False) -> dict:
+    losses, result = _record(lambda: run_experiment(copy.deepcopy(config), run_dir=run_dir,
+                                                    resume=resume, progress=False))
+    return _state(losses, result.model, result.loss)
+
+
+def _first_epoch(config: dict, run_dir) -> dict:
+    """Epoch 1 of a 2-epoch recipe (a run stopped after its first checkpoint)."""
+    cfg = resolve_config(copy.deepcopy(config))
+    exp = build_experiment(cfg, run_dir, progress=False)
+    if distributed.is_main_process():
+        exp.run_dir.write_config(cfg)
+    losses, _ = _record(lambda: exp.trainer.fit(until_epoch=1))
+    return _state(losses, exp.model, exp.loss)
+
+
+def _worker(root: str) -> dict:
+    """Everything the 2-process side runs, in one launch."""
+    out = {name: _train(cfg, f"{root}/two-{name}") for name, cfg in RECIPES.items()}
+    out["first_half"] = _first_epoch(RESUME, f"{root}/two-then-one")
+    out["resumed"] = _train(RESUME, f"{root}/one-then-two", resume=True)
+    out["rank"] = distributed.rank()
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    one_first = _first_epoch(RESUME, root / "one-then-two")  # resumed by the 2 processes
+    two = distributed.spawn_local(_worker, 2, args=(str(root),), timeout_s=240)
+    one = {name: _train(cfg, root / f"one-{name}") for name, cfg in RECIPES.items()}
+    one["full"] = _train(RESUME, root / "one-full")
+    one["resumed"] = _train(RESUME, root / "two-then-one", resume=True)
+    one["first_half"] = one_first
+    return one, two
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert len(a["losses"]) == len(b["losses"]) > 0
+    torch.testing.assert_close(torch.tensor(a["losses"]), torch.tensor(b["losses"]), **TOL)
+    for part in ("model", "loss"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], **TOL, msg=f"{part}.{key}")
+
+
+@pytest.mark.parametrize("loss", list(RECIPES))
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(runs, loss):
+    one, two = runs
+    assert [t["rank"] for t in two] == [0, 1]
+    for rank in (0, 1):  # every rank holds the same replica
+        _assert_same(one[loss], two[rank][loss])
+    assert one[loss]["losses"][0] != one[loss]["losses"][-1]  # it trained
+
+
+def test_the_center_loss_moved_its_centers_identically(runs):
+    one, two = runs
+    centers = one["center"]["loss"]["centers"]
+    assert centers.abs().sum() > 0
+    torch.testing.assert_close(two[1]["center"]["loss"]["centers"], centers, **TOL)
+
+
+def test_resume_with_a_different_number_of_processes(runs):
+    one, two = runs
+    full = one["full"]
+    n = len(full["losses"]) // 2
+    # 2 processes for epoch 1, then 1 process for epoch 2 == 1 process for both epochs
+    torch.testing.assert_close(torch.tensor(two[0]["first_half"]["losses"]), torch.tensor(full["losses"][:n]), **TOL)
+    _assert_same({**one["resumed"], "losses": two[0]["first_half"]["losses"] + one["resumed"]["losses"]}, full)
+    # 1 process for epoch 1, then 2 processes for epoch 2 == the same
+    for rank in (0, 1):
+        _assert_same({**two[rank]["resumed"], "losses": one["first_half"]["losses"] + two[rank]["resumed"]["losses"]}, full)
+
+
+def test_only_rank_0_writes_the_run_directory(runs, tmp_path_factory):
+    root = tmp_path_factory.getbasetemp() / "ddp0"
+    metrics = (root / "two-softmax" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 1  # one record per epoch, not one per rank
+    checkpoints = sorted(p.name for p in (root / "two-softmax" / "checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-epoch0001.pt"]
+    state = torch.load(root / "two-softmax" / "checkpoints" / checkpoints[0], weights_only=False)
+    assert state["world_size"] == 2 and not any(k.startswith("module.") for k in state["model"])
