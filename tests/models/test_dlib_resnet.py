@@ -479,7 +479,7 @@ def test_pretrained_cache_reuse_and_errors(pretrained, monkeypatch, tmp_path):
     with pytest.raises(FacemetricError) as exc:
         load_model("dlib-resnet-v1")
     assert str(exc.value).startswith(
-        "dlib-resnet-v1: model file not found; pip install 'facemetric[dlib]' or set FACEMETRIC_DLIB_MODEL"
+        "dlib-resnet-v1: model file not found; pip install 'facemetric[pretrained]' or set FACEMETRIC_DLIB_MODEL"
     )
 
 

@@ -35,6 +35,13 @@ The rule uses no fraction measured on a data set: the only constants are the zoo
 of one face filling a frame). Landmarks come from a :class:`~facemetric.align.landmarks.Landmarker`
 when one is given (for every face, the detector's own landmarks are then ignored); otherwise
 the detector's own landmarks are kept.
+
+``landmark_box`` adapts a detector's boxes to the boxes a landmark model was trained on
+(``(shift_x, shift_y, scale_x, scale_y)``: the landmark box has the centre
+``c + shift * (w, h)`` and the size ``scale * (w, h)`` of a detected box with centre ``c`` and
+size ``(w, h)``); it applies to detected faces only (a whole photo or a centre box is given
+as is). E.g. dlib's shape predictor was trained on dlib HOG boxes, and res10 SSD boxes are
+taller and higher (see :data:`facemetric.inference.pretrained.DLIB_RESNET_V1_ALIGNMENT`).
 """
 
 from __future__ import annotations
@@ -127,6 +134,7 @@ class FallbackPolicy:
         crop_fallback: str = "whole-photo",
         max_aspect: float = 2.0,
         center: CenterBoxDetector | None = None,
+        landmark_box: Sequence[float] | None = None,
     ):
         if select not in SELECT:
             raise ConfigError(f"select: expected one of {', '.join(SELECT)}, got {select!r}")
@@ -143,6 +151,15 @@ class FallbackPolicy:
         self.crop_fallback = crop_fallback
         self.max_aspect = float(max_aspect)
         self.center = center or CenterBoxDetector()
+        self.landmark_box = None
+        if landmark_box is not None:
+            lb = np.asarray(landmark_box, dtype=np.float64).reshape(-1)
+            if lb.shape != (4,) or not np.isfinite(lb).all() or (lb[2:] <= 0).any():
+                raise ConfigError(
+                    "landmark_box: expected [shift_x, shift_y, scale_x, scale_y] with "
+                    f"positive scales, got {landmark_box!r}"
+                )
+            self.landmark_box = lb
 
     def __repr__(self) -> str:
         return (f"FallbackPolicy(select={self.select!r}, pad={self.pad}, "
@@ -205,9 +222,18 @@ class FallbackPolicy:
         results = [r for r in out if r is not None]
         return self._landmark(images, results, landmarker)
 
-    @staticmethod
+    def landmark_box_of(self, face: Face) -> np.ndarray:
+        """The box the landmark model is given for ``face`` (see ``landmark_box``)."""
+        box = np.array(face.box, dtype=np.float64)
+        if self.landmark_box is None or face.source not in ("detector", "detector-padded"):
+            return box
+        sx, sy, kx, ky = self.landmark_box
+        w, h = box[2] - box[0], box[3] - box[1]
+        cx, cy = (box[0] + box[2]) / 2 + sx * w, (box[1] + box[3]) / 2 + sy * h
+        return np.array([cx - kx * w / 2, cy - ky * h / 2, cx + kx * w / 2, cy + ky * h / 2])
+
     def _landmark(
-        images: list[np.ndarray], results: list[FoundFace], landmarker: Landmarker | None
+        self, images: list[np.ndarray], results: list[FoundFace], landmarker: Landmarker | None
     ) -> list[FoundFace]:
         for img, r in zip(images, results, strict=True):
             if r.face is None:
@@ -219,7 +245,7 @@ class FallbackPolicy:
                         "(e.g. landmarks='dlib5-port')"
                     )
                 continue
-            pts = landmarker.predict(img, np.array([r.face.box]))[0]
+            pts = landmarker.predict(img, self.landmark_box_of(r.face)[None])[0]
             r.face = replace(r.face, landmarks=pts, layout=landmarker.layout)
         return results
 

@@ -47,7 +47,8 @@ def evaluate_model(
     distinct images; ``lowest_norm_images``: the 5 lowest-norm images) and, with ``out``,
     writes the error-versus-reject plot ``<out stem>-quality.png``. ``face_select`` overrides
     the card's alignment ``select`` (``"largest"``, ``"center"``, ``"score"``) for photos with
-    several faces; the report's ``alignment`` section counts detections and fallbacks.
+    several faces; the report's ``alignment`` section counts how the faces were found
+    (``counts``) and says it per photo (``photos``: ``{path: {"how", "why", "faces", "box"}}``).
     """
     pairs_path = Path(pairs)
     if not pairs_path.is_file() and (Path(data) / pairs_path).is_file():
@@ -77,7 +78,9 @@ def evaluate_model(
         **metrics,
     }
     if getattr(embedder, "aligner", None) is not None:  # the card's detection + alignment step
-        report["alignment"] = {**embedder.aligner.spec, "counts": dict(embedder.aligner.counts)}
+        # counts per way a face was found, and per photo how (facemetric.align.fallback)
+        report["alignment"] = {**embedder.aligner.spec, "counts": dict(embedder.aligner.counts),
+                               "photos": r.found}
     if norms is not None:
         q = quality_analysis(
             emb[i1], emb[i2], pair_set.issame, norms[i1], norms[i2], folds=pair_set.fold,

