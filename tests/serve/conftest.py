@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi, uvicorn) is not installed")
 
@@ -26,3 +27,14 @@ def toy_embedder(toy_model_dir):
 @pytest.fixture(scope="session")
 def photos() -> dict[str, list[bytes]]:
     return toy_photos()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The service's inference threads with one torch thread each (as ``--torch-threads 1``):
+    on a shared 2-core machine two intra-op threads spin on each other (0.7 s a toy forward);
+    restored after each module, so no other test area sees the change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

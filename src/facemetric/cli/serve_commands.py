@@ -39,6 +39,7 @@ def serve(
     max_photos: Annotated[int, _opt("--max-photos", env="FACEMETRIC_MAX_PHOTOS", help="photos per request")] = 16,
     max_pixels: Annotated[int | None, _opt("--max-pixels", env="FACEMETRIC_MAX_PIXELS", help="decoded pixels per photo (default FACEMETRIC_MAX_IMAGE_PIXELS, 40 MP)")] = None,
     workers: Annotated[int, _opt("--workers", env="FACEMETRIC_WORKERS", help="inference threads")] = 1,
+    torch_threads: Annotated[int | None, _opt("--torch-threads", env="FACEMETRIC_TORCH_THREADS", help="torch intra-op threads (default: torch's; 1 on a busy CPU)")] = None,
     max_batch: Annotated[int, _opt("--max-batch", env="FACEMETRIC_MAX_BATCH", help="photos per coalesced inference batch")] = 32,
     batch_wait_ms: Annotated[float, _opt("--batch-wait-ms", env="FACEMETRIC_BATCH_WAIT_MS", help="how long a batch waits for more photos")] = 5.0,
     write_wait_s: Annotated[float, _opt("--write-wait-s", env="FACEMETRIC_WRITE_WAIT_S", help="longest wait for a gallery's writer lock before 503")] = 5.0,
@@ -59,7 +60,7 @@ def serve(
                          allow_anonymous=allow_anonymous, anonymous_role=anonymous_role,
                          max_request_bytes=max_request_bytes, max_photos=max_photos,
                          **({} if max_pixels is None else {"max_pixels": max_pixels}),
-                         workers=workers, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                         workers=workers, torch_threads=torch_threads, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                          write_wait_s=write_wait_s, flip=flip, log_level=log_level)
     if not config.allow_anonymous and not config.keys_path.exists():
         typer.echo(f"note: no key file at {config.keys_path}; create a key with "

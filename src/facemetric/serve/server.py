@@ -14,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+import torch
 import uvicorn
 
 from facemetric.serve.app import create_app
@@ -44,6 +45,8 @@ def build_server(config: ServeConfig, embedder: Any = None, **uvicorn_options: A
 def serve(config: ServeConfig) -> None:
     """Run the service until SIGTERM / Ctrl-C (see the module docstring)."""
     configure_logging(config.log_level)
+    if config.torch_threads is not None:
+        torch.set_num_threads(config.torch_threads)
     build_server(config).run()
 
 
