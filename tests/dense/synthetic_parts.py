@@ -18,7 +18,7 @@ def make_parts(root: Path, per_split: tuple[int, int, int] = (12, 4, 4), size: i
     rows = ["split,image,label,identity"]
     yy, xx = np.mgrid[0:size, 0:size]
     k = 0
-    for split, n in zip(("train", "val", "test"), per_split):
+    for split, n in zip(("train", "val", "test"), per_split, strict=False):
         for i in range(n):
             name = f"Person_{split}_{i:02d}"
             cy, cx = size * (0.55 + rng.uniform(-0.08, 0.08)), size * (0.5 + rng.uniform(-0.1, 0.1))
@@ -40,3 +40,32 @@ def make_parts(root: Path, per_split: tuple[int, int, int] = (12, 4, 4), size: i
             k += 1
     (root / "split.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def tiny_config(root: Path, epochs: int = 3, heads=("fcn", "hed", "fsds", "skel_hed")) -> dict:
+    """A recipe for a tiny all-heads model on :func:`make_parts` data (seconds on a CPU)."""
+    return {
+        "task": "dense", "name": "tiny-dense", "seed": 0,
+        "data": {"root": str(root), "input_size": 32},
+        "model": {"heads": list(heads), "channels": [6, 8, 12], "convs": 1, "fcn_width": 12,
+                  "hed_stages": [1, 2, 3], "fsds_stages": [2, 3]},
+        "train": {"epochs": epochs, "batch_size": 4, "lr": 0.02, "threads": 1},
+    }
+
+
+_RUNS: dict = {}
+
+
+def trained_run(base: Path) -> Path:
+    """A trained tiny run directory (trained once per process; ``base`` is a scratch folder)."""
+    if "run" not in _RUNS:
+        from facemetric.train.tasks import train_from_config
+
+        root = make_parts(base / "parts")
+        res = train_from_config(tiny_config(root, epochs=6), run_dir=base / "run", progress=False)
+        _RUNS["run"], _RUNS["root"] = res.run_dir, root
+    return _RUNS["run"]
+
+
+def trained_root() -> Path:
+    return _RUNS["root"]

@@ -35,7 +35,7 @@ def test_pixel_softmax_ce_with_ignore_label_matches_a_loop():
 
 def _hed_reference(z, y):
     out = 0.0
-    for zb, yb in zip(z.reshape(z.shape[0], -1).numpy(), y.reshape(y.shape[0], -1).numpy()):
+    for zb, yb in zip(z.reshape(z.shape[0], -1).numpy(), y.reshape(y.shape[0], -1).numpy(), strict=False):
         beta = (yb == 0).sum() / yb.size  # |Y-| / |Y|
         s = 1 / (1 + np.exp(-zb))
         out += -beta * np.log(s[yb == 1]).sum() - (1 - beta) * np.log(1 - s[yb == 0]).sum()

@@ -59,7 +59,7 @@ def hed_loss(sides: Sequence[Tensor], fuse: Tensor, target: Tensor, reduction: s
     """``sum_k w_k L(side_k) + L(fuse)`` with :func:`balanced_sigmoid_ce` (``w_k = 1``)."""
     w = [1.0] * len(sides) if side_weights is None else list(side_weights)
     total = balanced_sigmoid_ce(fuse, target, reduction)
-    for wk, side in zip(w, sides):
+    for wk, side in zip(w, sides, strict=False):
         total = total + wk * balanced_sigmoid_ce(side, target, reduction)
     return total
 
@@ -83,7 +83,7 @@ def fsds_loss(sides: Sequence[Tensor], fuse: Tensor, side_targets: Sequence[Tens
               target: Tensor, reduction: str = "mean") -> Tensor:
     """``sum_k L(side_k, G_k) + L(fuse, G)`` with :func:`balanced_softmax_ce`."""
     total = balanced_softmax_ce(fuse, target, reduction)
-    for side, g in zip(sides, side_targets):
+    for side, g in zip(sides, side_targets, strict=False):
         total = total + balanced_softmax_ce(side, g, reduction)
     return total
 

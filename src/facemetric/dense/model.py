@@ -102,7 +102,7 @@ class HEDHead(nn.Module):
 
     def forward(self, feats: Sequence[Tensor], size: tuple[int, int]) -> tuple[list[Tensor], Tensor]:
         sides = []
-        for f, score, up in zip(feats, self.score, self.up):
+        for f, score, up in zip(feats, self.score, self.up, strict=False):
             y = score(f)
             sides.append(up(y, size) if isinstance(up, BilinearUpsample) else crop_to(y, size))
         return sides, self.fuse(torch.cat(sides, 1))
@@ -129,7 +129,7 @@ class FSDSHead(nn.Module):
 
     def forward(self, feats: Sequence[Tensor], size: tuple[int, int]) -> tuple[list[Tensor], Tensor]:
         sides = []
-        for f, score, up in zip(feats, self.score, self.up):
+        for f, score, up in zip(feats, self.score, self.up, strict=False):
             y = score(f)
             sides.append(up(y, size) if isinstance(up, BilinearUpsample) else crop_to(y, size))
         w = self.fuse_weight * self.fuse_mask

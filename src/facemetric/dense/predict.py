@@ -119,7 +119,7 @@ class DenseModel:
             for j, a in enumerate(chunk):
                 size = a.shape[:2]
 
-                def back(t: Tensor, size=size) -> Tensor:
+                def back(t: Tensor, size=size, j=j) -> Tensor:
                     t = t[j : j + 1].float()
                     if tuple(t.shape[-2:]) != tuple(size):
                         t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)

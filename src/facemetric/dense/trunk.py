@@ -47,7 +47,7 @@ class VGGTrunk(nn.Module):
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
         stages = []
         cin = in_channels
-        for cout, n in zip(channels, convs):
+        for cout, n in zip(channels, convs, strict=False):
             layers: list[nn.Module] = []
             for _ in range(n):
                 layers += _conv(cin, cout)

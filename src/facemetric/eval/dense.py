@@ -25,12 +25,18 @@ non-increasing in recall, rectangles in recall, recall 0 to the largest reached)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from rich.progress import track
 
+from facemetric.data.face_parts import FaceParts
+from facemetric.dense.targets import boundaries, skeletons
 from facemetric.errors import FacemetricError
+from facemetric.io import atomic_write_bytes
+from facemetric.report.dense_html import colorize, figure_grid, grey
 
 BSDS_TOLERANCE = 0.0075
 DEFAULT_THRESHOLDS = tuple(np.round(np.linspace(0.02, 0.98, 25), 4))
@@ -65,8 +71,8 @@ def parsing_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None) 
     return {
         "pixel_accuracy": float(tp.sum() / max(m.sum(), 1)),
         "mean_iou": float(np.nanmean(iou)),
-        "iou": {n: float(v) for n, v in zip(names, iou)},
-        "f1": {n: float(v) for n, v in zip(names, f1)},
+        "iou": {n: float(v) for n, v in zip(names, iou, strict=False)},
+        "f1": {n: float(v) for n, v in zip(names, f1, strict=False)},
         "pixels": int(m.sum()),
     }
 
@@ -193,7 +199,133 @@ def sobel_edges(image: np.ndarray) -> np.ndarray:
     return mag / max(float(mag.max()), 1e-12)
 
 
+# ---------------------------------------------------------------------- the evaluation
+def _rows(model: Any) -> tuple[list[str], list[str]]:
+    heads = list(model.heads)
+    edge_rows, skel_rows = [], []
+    if "hed" in heads:
+        edge_rows += ["hed_fuse"] + [f"hed_side{k + 1}" for k in range(len(model.net.hed_stages))]
+    if "fcn" in heads:
+        edge_rows.append("fcn_label_boundaries")
+    edge_rows.append("sobel_baseline")
+    if "fsds" in heads:
+        skel_rows += ["fsds_fuse"] + [f"fsds_side{k + 1}" for k in range(len(model.net.fsds_stages))]
+    if "skel_hed" in heads:
+        skel_rows.append("hed_skeleton_fuse")
+    return edge_rows, skel_rows
+
+
+def _edge_maps(pred: dict[str, Any], photo: np.ndarray) -> dict[str, np.ndarray]:
+    maps: dict[str, np.ndarray] = {}
+    if "edges" in pred:
+        maps["hed_fuse"] = pred["edges"]
+        for k, side in enumerate(pred["edge_sides"]):
+            maps[f"hed_side{k + 1}"] = side
+    if "labels" in pred:
+        maps["fcn_label_boundaries"] = boundaries(pred["labels"]).astype(np.float64)
+    maps["sobel_baseline"] = sobel_edges(photo)
+    return maps
+
+
+def _skeleton_maps(pred: dict[str, Any]) -> dict[str, np.ndarray]:
+    maps: dict[str, np.ndarray] = {}
+    if "skeleton" in pred:
+        maps["fsds_fuse"] = pred["skeleton"]
+        for k, side in enumerate(pred["skeleton_sides"]):
+            maps[f"fsds_side{k + 1}"] = side
+    if "skeleton_hed" in pred:
+        maps["hed_skeleton_fuse"] = pred["skeleton_hed"]
+    return maps
+
+
+def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: int = 25,
+                   limit: int | None = None, out: Any = None, figure: Any = None,
+                   figure_rows: int = 4, progress: bool = False) -> dict[str, Any]:
+    """Evaluate a :class:`~facemetric.dense.predict.DenseModel` on a split of LFW Part Labels.
+
+    Returns (and writes to ``out``, atomically) ``{"split", "images", "parsing": {...},
+    "boundaries": {"rows": {name: {ods, ois, ap, ...}}, ...}, "skeletons": {...}}``. Truth:
+    parsing, the label maps; boundaries, :func:`facemetric.dense.targets.boundaries` of the maps;
+    skeletons, :func:`facemetric.dense.targets.skeletons` (medial axes of skin and hair), all at
+    the photos' own size. Boundary rows: HED fused and each side output, the parser's label
+    boundaries (binary), the Sobel baseline; skeleton rows: FSDS fused and each side, the
+    HED-style skeleton head. ``figure``: a PNG grid of the first ``figure_rows`` photos.
+    """
+    if int(num_thresholds) < 2:
+        raise FacemetricError(f"thresholds: expected at least 2, got {num_thresholds}")
+    thresholds = tuple(np.round(np.linspace(0.02, 0.98, int(num_thresholds)), 4))
+    parts = FaceParts(root, split, limit=limit)
+    preds = model.predict_arrays(list(parts.images))
+    edge_rows, skel_rows = _rows(model)
+    names = list(model.class_names)
+    conf = np.zeros((len(names), len(names)), dtype=np.int64)
+    edge_counts: dict[str, list[np.ndarray]] = {r: [] for r in edge_rows}
+    skel_counts: dict[str, list[np.ndarray]] = {r: [] for r in skel_rows}
+    items = list(zip(parts.images, parts.labels, preds, strict=True))
+    for photo, truth, pred in track(items, description=f"scoring {split}", disable=not progress):
+        if "labels" in pred:
+            conf += confusion_matrix(truth, pred["labels"], len(names))
+        edge_truth = boundaries(truth)
+        for name, prob in _edge_maps(pred, photo).items():
+            edge_counts[name].append(match_counts(prob, edge_truth, thresholds))
+        if skel_rows:
+            skel_truth = skeletons(truth)[0]
+            for name, prob in _skeleton_maps(pred).items():
+                skel_counts[name].append(match_counts(prob, skel_truth, thresholds))
+    report: dict[str, Any] = {
+        "split": split, "images": len(parts), "data": str(root), "heads": list(model.heads),
+        "matching": {"tolerance": BSDS_TOLERANCE, "max_dist_px": max_distance(parts.labels.shape[1:]),
+                     "rule": "one-to-one, maximum bipartite matching within max_dist; predictions thinned",
+                     "thresholds": len(thresholds)},
+    }
+    if "fcn" in model.heads:
+        report["parsing"] = parsing_metrics(conf, names)
+    report["boundaries"] = {"truth": "label-map boundaries", "rows": {
+        r: {k: v for k, v in pr_summary(c, thresholds).items()} for r, c in edge_counts.items()}}
+    if skel_rows:
+        report["skeletons"] = {"truth": "medial axes of skin and hair", "rows": {
+            r: pr_summary(c, thresholds) for r, c in skel_counts.items()}}
+    if figure is not None:
+        cols, grid = ["photo", "truth"], []
+        for i in range(min(figure_rows, len(parts))):
+            p, row = preds[i], [parts.images[i], colorize(parts.labels[i])]
+            if "labels" in p:
+                row.append(colorize(p["labels"]))
+            row.append(grey(boundaries(parts.labels[i])))
+            if "edges" in p:
+                row += [grey(p["edges"])] + [grey(s) for s in p["edge_sides"]]
+            if "skeleton" in p:
+                row.append(grey(p["skeleton"]))
+            grid.append(row)
+        if "labels" in preds[0]:
+            cols.append("parse")
+        cols.append("true edges")
+        if "edges" in preds[0]:
+            cols += ["HED fuse"] + [f"side {k + 1}" for k in range(len(preds[0]["edge_sides"]))]
+        if "skeleton" in preds[0]:
+            cols.append("FSDS skel")
+        figure_grid(grid, cols, figure)
+        report["figure"] = str(figure)
+    if out is not None:
+        atomic_write_bytes(out, json.dumps(report, indent=2).encode())
+    return report
+
+
+def dense_summary(report: dict[str, Any]) -> str:
+    """The report as a few text lines (parsing; one line per boundary/skeleton row)."""
+    lines = []
+    if "parsing" in report:
+        p = report["parsing"]
+        ious = ", ".join(f"{k} {v:.4f}" for k, v in p["iou"].items())
+        lines.append(f"parsing ({report['split']}, {report['images']} photos): pixel accuracy "
+                     f"{p['pixel_accuracy']:.4f}, mean IoU {p['mean_iou']:.4f} ({ious})")
+    for section in ("boundaries", "skeletons"):
+        for name, r in report.get(section, {}).get("rows", {}).items():
+            lines.append(f"{section[:-1]:9s} {name:22s} ODS {r['ods']:.4f}  OIS {r['ois']:.4f}  AP {r['ap']:.4f}")
+    return "\n".join(lines)
+
+
 __all__ = [
-    "BSDS_TOLERANCE", "DEFAULT_THRESHOLDS", "confusion_matrix", "match_counts", "match_pixels",
+    "BSDS_TOLERANCE", "dense_summary", "evaluate_dense", "DEFAULT_THRESHOLDS", "confusion_matrix", "match_counts", "match_pixels",
     "max_distance", "parsing_metrics", "pr_summary", "sobel_edges",
 ]

@@ -49,7 +49,12 @@ from facemetric.errors import ConfigError
 from facemetric.eval.dense import confusion_matrix, parsing_metrics
 from facemetric.inference.artifact import save_artifact
 from facemetric.io import atomic_torch_save
-from facemetric.train.checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints
+from facemetric.train.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+)
 from facemetric.train.config import apply_overrides, read_yaml
 from facemetric.train.progress import TrainProgress
 from facemetric.train.run_dir import RunDir
@@ -248,7 +253,7 @@ def evaluate_split(net: DenseNet, split: DenseSplit, card: dict[str, Any], weigh
     if "fcn" in net.heads:
         model = DenseModel(net, card, device)
         conf = np.zeros((len(CLASS_NAMES),) * 2, dtype=np.int64)
-        for pred, truth in zip(model.predict_arrays(list(split.parts.images), batch_size), split.parts.labels):
+        for pred, truth in zip(model.predict_arrays(list(split.parts.images), batch_size), split.parts.labels, strict=False):
             conf += confusion_matrix(truth, pred["labels"], len(CLASS_NAMES))
         res.update(parsing_metrics(conf, CLASS_NAMES))
     return res
