@@ -55,6 +55,13 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.gallery_commands", "facemetric.inference.model_card"): "CLI lazy command body",
     ("facemetric.cli.export_commands", "facemetric.inference.onnx_export"): "CLI lazy command body",
     ("facemetric.cli.serve_commands", "facemetric.serve"): "CLI lazy command body (serve imports fastapi, uvicorn and torch)",
+    ("facemetric.cli.dense_commands", "facemetric.inference"): "CLI lazy command body",
+    ("facemetric.cli.dense_commands", "facemetric.data.image_io"): "CLI lazy command body",
+    ("facemetric.cli.dense_commands", "facemetric.report.dense_html"): "CLI lazy command body",
+    ("facemetric.cli.dense_commands", "facemetric.eval.dense"): "CLI lazy command body",
+    ("facemetric.cli.dense_commands", "facemetric.eval.skin_quality"): "CLI lazy command body",
+    ("facemetric.cli.detect_commands", "facemetric.align"): "CLI lazy command body (the detectors import torch)",
+    ("facemetric.cli.detect_commands", "facemetric.report.detection_html"): "CLI lazy command body",
 }
 
 

@@ -33,6 +33,8 @@ import typer
 
 from facemetric.cli import embedding_commands, gallery_commands, model_commands, serve_commands
 from facemetric.cli import export_commands
+from facemetric.cli import dense_commands
+from facemetric.cli import detect_commands
 from facemetric.cli.options import display_path
 from facemetric.errors import FacemetricError
 
@@ -103,6 +105,10 @@ _register(app, "models", model_commands.models)
 _register(app, "losses", model_commands.losses)
 _register(app, "export", export_commands.export)
 _register(app, "serve", serve_commands.serve)
+_register(app, "detect", detect_commands.detect)
+_register(app, "parse", dense_commands.parse)
+_register(app, "eval-dense", dense_commands.eval_dense)
+_register(app, "skin-quality", dense_commands.skin_quality)
 _register(keys_app, "create", serve_commands.keys_create)
 _register(keys_app, "list", serve_commands.keys_list)
 _register(keys_app, "revoke", serve_commands.keys_revoke)

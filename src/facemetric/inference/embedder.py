@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from facemetric.data.transforms import Preprocessing, decode_and_resize, to_tensor
+from facemetric.dense.predict import CARD_KIND as DENSE_KIND
+from facemetric.dense.predict import dense_model_from_state
 from facemetric.distances import DISTANCES, pair_scores
 from facemetric.errors import FacemetricError
 from facemetric.inference.alignment import CardAligner
@@ -176,7 +178,8 @@ def load_model(
     path: str | os.PathLike, device: str | torch.device = "cpu", align: bool = True
 ) -> FaceEmbedder:
     """Load a model artifact (or a run directory's ``model/``, or a pretrained name such as
-    ``"dlib-resnet-v1"``) as a :class:`FaceEmbedder`. ``align=False`` skips the card's
+    ``"dlib-resnet-v1"``) as a :class:`FaceEmbedder` (a dense artifact, card ``kind: dense``,
+    loads as a :class:`facemetric.dense.predict.DenseModel` with ``parse``). ``align=False`` skips the card's
     detection/alignment step (for inputs that are already aligned chips). A ``.onnx`` file
     written by ``facemetric export`` runs through onnxruntime with the card stored in it
     (:mod:`facemetric.inference.onnx_model`)."""
@@ -185,6 +188,8 @@ def load_model(
         return FaceEmbedder(backbone, card, device, align=align)
     directory = resolve_artifact_dir(resolve_model_path(path))
     card = load_card(directory)
+    if card.get("kind") == DENSE_KIND:  # a pixel-level model: .parse(images), not .embed
+        return dense_model_from_state(card, load_weights(directory), device, where=str(path))
     model = build_from_card(card)
     state = load_weights(directory)
     own = model.state_dict()
