@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from facemetric.align import Detector, Face
-from facemetric.align.fallback import FallbackPolicy, find_faces, is_crop_shaped, pick, zoomed_out
+from facemetric.align.fallback import (
+    FallbackPolicy,
+    find_faces,
+    inside_fraction,
+    is_crop_shaped,
+    pick,
+    zoomed_out,
+)
 from facemetric.align.landmarks import Landmarker, check_boxes
 from facemetric.errors import ConfigError
 from facemetric.inference.alignment import CardAligner
@@ -91,6 +98,21 @@ def test_nothing_found_crop_shaped_is_whole_photo_else_the_documented_fallback()
     assert none.how == "none" and none.face is None
     (off,) = find_faces([crop], never, Corners(), FallbackPolicy(crop_fallback="none", pad=0))
     assert off.how == "none"
+
+
+def test_boxes_mostly_outside_the_photo_are_dropped():
+    """res10 answers a face that fills the frame with confident boxes beyond it: a box with
+    less than half its area in the photo (or in the photo's place in the zoomed-out copy) is
+    not a face of the photo."""
+    assert inside_fraction((50, 50, 150, 150), (0, 0, 60, 60)) == pytest.approx(0.01)
+    assert inside_fraction((-10, 0, 10, 10), (0, 0, 60, 60)) == pytest.approx(0.5)
+    img = np.zeros((60, 60, 3), np.uint8)
+    stray = Face((50, 50, 150, 150), 1.0)
+    (r,) = find_faces([img], Finds([stray]), Corners())
+    assert r.how == "whole-photo"
+    edge = Face((-10, 0, 10, 10), 0.9)  # half inside: kept
+    (r,) = find_faces([img], Finds([stray, edge]), Corners())
+    assert r.how == "detected" and r.face.box == edge.box and r.n_faces == 1
 
 
 def test_geometry_helpers_and_config_errors():

@@ -3,6 +3,11 @@
 :func:`find_faces` runs a detector over a batch of RGB photos and, for every photo, returns one
 :class:`FoundFace` saying which face was taken and **how it was found** (``how``):
 
+Every pass keeps only detections with at least half of their box inside the photo (for the
+zoomed-out copy: inside the photo's place in the canvas). A face of the photo lies mostly in
+it; SSD detectors (res10 included, OpenCV's original as much as the port) answer a face that
+fills the frame with confident boxes spread over and beyond the frame, which this drops.
+
 ``"detected"``
     The detector found it in the photo. With several faces, ``select`` picks one
     (``"largest"`` box, the box ``"center"`` nearest the photo's centre, or the detector's best
@@ -106,6 +111,16 @@ def zoomed_out(image: np.ndarray, pad: float) -> tuple[np.ndarray, int, int]:
     return canvas, dx, dy
 
 
+def inside_fraction(box: Sequence[float], region: Sequence[float]) -> float:
+    """The fraction of ``box``'s area inside ``region`` (both ``(x0, y0, x1, y1)``)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w <= 0 or h <= 0:
+        return 0.0
+    iw = max(0.0, min(box[2], region[2]) - max(box[0], region[0]))
+    ih = max(0.0, min(box[3], region[3]) - max(box[1], region[1]))
+    return iw * ih / (w * h)
+
+
 def is_crop_shaped(image_size: tuple[int, int], max_aspect: float = 2.0) -> bool:
     """Whether a photo of ``(H, W)`` could be one face filling the frame: its longer side is
     at most ``max_aspect`` times its shorter side."""
@@ -192,7 +207,8 @@ class FallbackPolicy:
         out: list[FoundFace | None] = [None] * len(images)
         missed = []
         for i, (img, faces) in enumerate(zip(images, found, strict=True)):
-            faces = sort_faces(list(faces))
+            h, w = img.shape[:2]
+            faces = sort_faces([f for f in faces if inside_fraction(f.box, (0, 0, w, h)) >= 0.5])
             if faces:
                 j, why = pick(faces, self.select, img.shape[:2])
                 out[i] = FoundFace(faces[j], "detected", why, len(faces), img.shape[:2])
@@ -203,7 +219,9 @@ class FallbackPolicy:
             again = detector.detect([c for c, _, _ in canvases])
             still = []
             for i, (canvas, dx, dy), faces in zip(missed, canvases, again, strict=True):
-                faces = sort_faces(list(faces))
+                h, w = images[i].shape[:2]
+                region = (dx, dy, dx + w, dy + h)
+                faces = sort_faces([f for f in faces if inside_fraction(f.box, region) >= 0.5])
                 if not faces:
                     still.append(i)
                     continue
@@ -265,6 +283,7 @@ __all__ = [
     "FallbackPolicy",
     "FoundFace",
     "find_faces",
+    "inside_fraction",
     "is_crop_shaped",
     "pick",
     "zoomed_out",

@@ -188,6 +188,9 @@ def verify(
         result["center_fallback_used"] = aligner.counts["center_box"]
         if fallback is not None:
             result["center_fallback"] = {"a": fallback[0], "b": fallback[1]}
+        found = getattr(aligner, "found", None)  # how each photo's face was found
+        if found is not None and len(found) == 2:
+            result["found"] = {"a": found[0].to_dict(), "b": found[1].to_dict()}
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -201,6 +204,10 @@ def verify(
         line += f" ({which}: no face detected, centre-box fallback)"
     elif aligner is not None and aligner.counts["center_box"]:
         line += f" ({aligner.counts['center_box']} photo(s): no face detected, centre-box fallback)"
+    other = {n: f["how"] for n, f in zip("AB", result.get("found", {}).values(), strict=True)
+             if f["how"] not in ("detected", "center-box")}
+    if other:
+        line += " (" + ", ".join(f"photo {n}: {how}" for n, how in other.items()) + ")"
     typer.echo(line)
 
 

@@ -209,6 +209,7 @@ def embed_identity_folder(
                     "per_identity": per_identity},
         "skipped": {**folder.skip_report(), **result.skipped},  # listing skips too (links, bad names)
         "alignment": result.alignment,
+        "found": result.found,  # per photo: how its face was found (facemetric.align.fallback)
     }
     emb_set = EmbeddingSet(result.embeddings, [label_of[p] for p in result.kept], result.kept,
                            result.norms, meta)
