@@ -92,12 +92,28 @@ def run_miners_block(code, tmp_path, monkeypatch, capsys):
     assert len(a) == len(p) == len(n)
 
 
+def run_parse_block(code, tmp_path, monkeypatch, capsys):
+    """Face parsing with a dense run: a tiny trained run and a synthetic photo stand in for
+    ``runs/dense-faces-cpu`` and ``photo1.jpg``."""
+    from tests.dense.synthetic_parts import trained_root, trained_run
+
+    run = trained_run(tmp_path / "dense")
+    photo = sorted((trained_root() / "images").glob("*/*.jpg"))[0]
+    shutil.copy(photo, tmp_path / "photo1.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert '"runs/dense-faces-cpu"' in code
+    ns = _run(code.replace('"runs/dense-faces-cpu"', repr(str(run))))
+    assert ns["labels"].shape == (32, 32) and ns["labels"].max() <= 2
+    assert "edges" in ns["maps"] and "skeleton" in ns["maps"]
+
+
 RUNNERS = {
     "CenterLoss(": run_losses_block,
     "run_experiment(": run_experiment_block,
     "evaluate_verification(": run_verification_block,
     "SemiHardMiner(": run_miners_block,
     'load_model("runs/lfw-center")': run_load_model_block,
+    ".parse([": run_parse_block,
     "Gallery.create(": None,  # tests/test_readme_gallery.py
 }
 

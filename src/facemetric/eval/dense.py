@@ -137,6 +137,12 @@ def match_counts(prob: np.ndarray, truth: np.ndarray, thresholds: Sequence[float
         raise FacemetricError(f"prediction: shape {prob.shape}, truth {truth.shape}")
     d = max_distance(truth.shape, tolerance)
     out = np.zeros((len(thresholds), 4), dtype=np.int64)
+    if np.isin(prob, (0.0, 1.0)).all():  # a binary map: the same counts at every threshold in (0, 1]
+        b = prob > 0
+        b = thin_fn(b) if thin and b.any() else b
+        mp, mt = match_pixels(b, truth, d)
+        out[:] = (mt.sum(), truth.sum(), mp.sum(), b.sum())
+        return out
     for k, t in enumerate(thresholds):
         b = prob >= t
         if thin and b.any():
