@@ -74,7 +74,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(config: ServeConfig, embedder=None):
-    """A real uvicorn server on loopback in a thread; yields its base URL; stops it gracefully."""
+    """A real uvicorn server on loopback in a thread; yields its base URL (the server object is
+    ``running_server.current``); stops it gracefully (what uvicorn does on SIGTERM)."""
     server = build_server(config, embedder)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -83,6 +84,7 @@ def running_server(config: ServeConfig, embedder=None):
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
+    running_server.current = server
     try:
         yield f"http://{config.host}:{config.port}"
     finally:
