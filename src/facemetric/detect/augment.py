@@ -219,10 +219,12 @@ def hflip(img: torch.Tensor, boxes: torch.Tensor, ignore: torch.Tensor) -> tuple
 
 
 def resize(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of ``[3, H, W]`` to ``(h, w)`` (half-pixel centres, no antialiasing)."""
+    """Bilinear resize of ``[3, H, W]`` to ``(h, w)`` (half-pixel centres, no antialiasing),
+    rounded to integers: :func:`facemetric.detect.detector.resize_rgb`'s pixels."""
     if tuple(img.shape[1:]) == tuple(size):
         return img
-    return F.interpolate(img[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    out = F.interpolate(img[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return out.round_().clamp_(0, 255)  # 8-bit pixels, as the detectors' input resize
 
 
 class SSDAugment:
