@@ -24,6 +24,7 @@ from typing import Any
 from facemetric.errors import ConfigError
 from facemetric.registry import Registry
 from facemetric.train.config import read_yaml
+from facemetric.train.dense_task import run_dense
 from facemetric.train.detection_task import run_detection_task
 from facemetric.train.experiment import run_experiment
 from facemetric.train.landmark_task import run_landmark_task
@@ -33,6 +34,7 @@ TaskRunner = Callable[..., Any]
 #: task name -> runner ``(config, overrides, run_dir, resume, progress) -> result``
 TASKS: Registry[Any] = Registry("task")
 TASKS.register("embedding")(run_experiment)
+TASKS.register("dense")(run_dense)
 TASKS.register("landmarks")(run_landmark_task)
 TASKS.register("detection")(run_detection_task)
 
