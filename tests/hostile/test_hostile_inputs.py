@@ -278,6 +278,41 @@ def folder_train(case, path, base, tmp):
     return item_outcome(case, None, named(case.marker, *texts)), out
 
 
+def _detect(path, tmp):
+    """``facemetric detect`` with the centre-box detector (no model: the file handling is what
+    is tested here; the detectors have their own tests): (status, stdout, stderr, photo paths)."""
+    out_dir = tmp / "detected"
+    code, out, err = run_cli("detect", path, "--out", out_dir, "--detector", "center", "--quiet")
+    report = out_dir / "detections.json"
+    records = json.loads(report.read_text())["photos"] if code == 0 and report.is_file() else []
+    return code, out, err, records
+
+
+def photo_detect(case, path, base, tmp):
+    code, out, err, records = _detect(path, tmp)
+    cls = failure_class(code, err)
+    if cls is not None:
+        return (("refused-valid" if case.expect == "accept" else "error") if cls == "error" else cls), err
+    if case.expect == "accept" and case.name != "large-1600px":  # upright, at the reference's size
+        from PIL import Image
+
+        with Image.open(base.ref_jpg if case.reference == "jpg" else base.ref_png) as ref:
+            size = ref.size
+        if (records[0]["width"], records[0]["height"]) != size:
+            return "silent", f"read as {records[0]['width']}x{records[0]['height']}, reference {size}"
+    return item_outcome(case, bool(records), named(case.marker, out) and "skipped" in out), out
+
+
+def folder_detect(case, path, base, tmp):
+    code, out, err, records = _detect(path, tmp)
+    cls = failure_class(code, err)
+    if cls is not None:
+        return (("refused-valid" if case.expect == "accept" else "error") if cls == "error" else cls), err
+    paths = [r["path"] for r in records]
+    embedded = any(case.marker in p for p in paths) if case.marker else None
+    return item_outcome(case, embedded, named(case.marker, out)), f"{len(paths)} detected; {out}"
+
+
 def must_refuse(argv_of):
     def runner(case, path, base, tmp):
         code, out, err = run_cli(*argv_of(path, base, tmp))
@@ -296,9 +331,11 @@ def _pairs_data(path: Path, base: Base) -> Path:
 
 
 COMMANDS = {
-    "photo": {"verify": photo_verify, "enroll": photo_enroll, "identify": photo_identify},
+    "photo": {"verify": photo_verify, "enroll": photo_enroll, "identify": photo_identify,
+              "detect": photo_detect},
     "folder": {"embed": folder_embed, "enroll --folder": folder_enroll, "cluster": folder_cluster,
-               "gallery calibrate": folder_calibrate, "train": folder_train},  # calibrate, train: some cases
+               "gallery calibrate": folder_calibrate, "train": folder_train,  # calibrate, train: some cases
+               "detect": folder_detect},
     "config": {"train": must_refuse(lambda p, b, t: ("train", "--config", p, "--run-dir", t / "run", "--quiet"))},
     "model": {
         "verify": must_refuse(lambda p, b, t: ("verify", b.ref_png, b.other, "--model", p)),
@@ -370,6 +407,8 @@ USAGE = [
     (["nope"], "error"),
     (["verify"], "error"),
     (["verify", "a.jpg"], "error"),
+    (["detect"], "error"),
+    (["detect", "x.jpg", "--threshold", "abc"], "error"),
     (["verify", "--bogus", "a.jpg", "b.jpg"], "error"),
     (["identify", "x.jpg", "--gallery", "g", "--k", "abc"], "error"),
     (["identify", "x.jpg", "--gallery", "g", "--k", "0"], "error"),
