@@ -101,3 +101,28 @@ def test_evaluate_dense_end_to_end(run, tmp_path):
     for row in saved["boundaries"]["rows"].values():
         assert 0 <= row["ods"] <= 1 and row["ois"] >= row["ods"] - 1e-9
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_skin_fraction_counts_skin_inside_the_centred_chip(tmp_path):
+    from PIL import Image
+
+    from facemetric.eval.skin_quality import chip_box, skin_fractions
+
+    assert chip_box((250, 250), (150, 128)) == (slice(50, 200), slice(61, 189))
+    assert chip_box((100, 80), (150, 128)) == (slice(0, 100), slice(0, 80))
+
+    class Fake:  # labels: skin in the left quarter of the photo
+        def predict_arrays(self, arrays, batch_size=16):
+            out = []
+            for a in arrays:
+                lab = np.zeros(a.shape[:2], np.uint8)
+                lab[:, : a.shape[1] // 4] = 1
+                out.append({"labels": lab})
+            return out
+
+    p = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+    # skin = columns 0..9; chip 40x40: 10/40; chip 20x10 (columns 15..24): 0; chip 10x30 (5..34): 5/30
+    assert skin_fractions(Fake(), [str(p)], (40, 40))[0] == pytest.approx(0.25)
+    assert skin_fractions(Fake(), [str(p)], (20, 10))[0] == 0
+    assert skin_fractions(Fake(), [str(p)], (10, 30))[0] == pytest.approx(5 / 30)
