@@ -240,3 +240,46 @@ def test_reference_loader_agrees(photos):
         fh.write(photos["anna"][0])
         fh.flush()
         np.testing.assert_array_equal(read_image(fh.name), _pixels(photos["anna"][0]))
+
+
+def test_calibrate_stores_the_threshold(service, photos):
+    client, keys, _ = service
+    probes = [photos["anna"][3], photos["dora"][0], photos["bert"][3], photos["dora"][1]]
+    labels = ["anna", "dora", "bert", "dora"]
+    r = client.post("/v1/galleries/g1/calibrate", files=files("photos", probes), data={"labels": labels, "far": "0.5"},
+                    headers=auth(keys.write))
+    assert r.status_code == 403  # admin only
+    r = client.post("/v1/galleries/g1/calibrate", files=files("photos", probes), data={"labels": labels, "far": "0.5"},
+                    headers=auth(keys.admin))
+    assert r.status_code == 200, r.text
+    cal = r.json()
+    stats = client.get("/v1/galleries/g1", headers=auth(keys.read)).json()
+    assert stats["calibration"]["threshold"] == pytest.approx(cal["threshold"])
+    assert stats["threshold"] == pytest.approx(cal["threshold"]) and stats["threshold_source"] != "model card"
+    r = client.post("/v1/galleries/g1/identify", files=files("photos", probes[:1]), headers=auth(keys.read))
+    assert r.json()["threshold"] == pytest.approx(cal["threshold"])
+
+
+def test_empty_gallery_and_another_models_gallery(service, photos, tmp_path):
+    client, keys, cfg = service
+    assert client.post("/v1/galleries", json={"name": "empty"}, headers=auth(keys.admin)).status_code == 201
+    r = client.post("/v1/galleries/empty/identify", files=files("photos", photos["anna"][:1]), headers=auth(keys.read))
+    assert r.status_code == 200
+    res = r.json()["results"][0]
+    assert res["identity"] == "unknown" and res["candidate"] is None and res["matches"] == []
+    other = dict(client.app.state.service.card, name="another-model", embedding_dim=4)
+    Gallery.create(cfg.gallery_dir / "foreign", other).close()
+    r = client.get("/v1/galleries/foreign", headers=auth(keys.read))
+    assert r.status_code == 409 and "was built with model" in r.json()["error"]
+
+
+def test_config_from_environment():
+    env = {"FACEMETRIC_PORT": "9001", "FACEMETRIC_ALLOW_ANONYMOUS": "yes", "FACEMETRIC_WRITE_WAIT_S": "0.5",
+           "FACEMETRIC_TORCH_THREADS": "1", "FACEMETRIC_GALLERY_DIR": "/srv/g"}
+    cfg = ServeConfig.from_env(env, port=9002)
+    assert cfg.port == 9002 and cfg.allow_anonymous is True and cfg.write_wait_s == 0.5 and cfg.torch_threads == 1
+    assert str(cfg.keys_path) == "/srv/g/keys.json"
+    with pytest.raises(ValueError, match="FACEMETRIC_PORT: cannot parse 'eighty'"):
+        ServeConfig.from_env({"FACEMETRIC_PORT": "eighty"})
+    with pytest.raises(ValueError, match="anonymous_role"):
+        ServeConfig(anonymous_role="root")
