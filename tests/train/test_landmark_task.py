@@ -124,6 +124,25 @@ def test_resume_continues_the_same_run(tiny_run, tmp_path):
     assert epochs == list(range(1, 21))
 
 
+@needs_data
+def test_init_from_a_trained_model(tiny_run, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError, match=r"^model\.init: .* network with margin 0.25, the recipe asks"):
+            run_landmark_task(RECIPES[0], overrides=TINY + [f"model.init={tiny_run.run_dir}", "model.width=16"],
+                              run_dir=tmp_path / "bad", progress=False)
+        again = run_landmark_task(RECIPES[0], overrides=TINY + [f"model.init={tiny_run.run_dir}", "train.epochs=1",
+                                                              "optimizer.lr=0.0001"],
+                                  run_dir=tmp_path / "ft", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    losses = [r["loss"] for r in tiny_run.history if r["split"] == "train"]
+    # one more epoch from the fitted weights starts where the tiny run ended, not at its start
+    assert again.history[0]["loss"] < 0.5 * losses[0]
+    card = json.loads((tmp_path / "ft" / "landmark_model" / "landmark_model.json").read_text())
+    assert card["initialised_from"] == str(tiny_run.run_dir)
+
+
 def test_loss_is_error_over_inter_ocular_distance():
     target = torch.tensor([[[0.0, 0.0], [0.5, 0.0], [0.2, 0.2], [0.1, 0.4], [0.4, 0.4]]])
     pred = target.clone()
@@ -150,12 +169,12 @@ def test_detection_matching_and_cache(tmp_path, monkeypatch):
             for i in range(2)]
     images = [np.zeros((40, 40, 3), np.uint8), np.zeros((60, 60, 3), np.uint8)]
     data = {"annotations": str(csv), "boxes": "center", "detector_options": {"fraction": 0.6}, "min_iou": 0.5}
-    boxes, fallback = detector_boxes(data, recs, images, tmp_path / "cache")
+    boxes, detected = detector_boxes(data, recs, images, tmp_path / "cache")
     # centre box of side 24 in the 40-px photo matches the first labelled box exactly; the
     # 60-px photo's (side 36 at 12) overlaps the second's [9, 33] by 21^2/(36^2+24^2-21^2) < 0.5
     np.testing.assert_allclose(boxes[0], [8, 8, 32, 32])
     np.testing.assert_allclose(boxes[1], recs[1].box)
-    assert fallback == 1
+    assert detected.tolist() == [True, False]
     cached = list((tmp_path / "cache").glob("boxes-center-*.json"))
     assert len(cached) == 1
 

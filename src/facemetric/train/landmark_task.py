@@ -24,7 +24,10 @@ and brightness/contrast jitter ``+- augment.color``; the loss is the mean over f
 points of ``|y - g|_1 / d`` in crop units (``d``: the face's inter-ocular distance in the same
 units), AdamW with a cosine schedule (``schedule.warmup_epochs`` linear warm-up). Every
 random draw of epoch ``e`` comes from generators seeded with ``(seed, e)``, so ``--resume``
-(from the newest checkpoint in ``<run>/checkpoints``) continues the same run.
+(from the newest checkpoint in ``<run>/checkpoints``) continues the same run. The network
+starts from the training set's mean shape, or with ``model.init`` (a trained landmark model's
+run directory or artifact, same network options and margin) from that model's weights (e.g.
+fine-tuning a model trained on labelled boxes to a detector's boxes).
 
 Run directory: ``config.yaml``, ``run.json``, ``metrics.jsonl`` (``split: train`` per epoch,
 ``split: test`` every ``train.eval_every`` epochs and at the end), ``checkpoints/``,
@@ -57,6 +60,7 @@ from facemetric.align.landmark_net import (
     crop_face,
     flip_units,
     from_crop_units,
+    load_landmark_model,
     normalise_crops,
     predict_units,
     save_landmark_model,
@@ -92,7 +96,7 @@ DEFAULTS: dict[str, Any] = {
         "limit": None,
         "test_limit": None,
     },
-    "model": {"width": 16, "size": 64, "margin": 0.25, "dropout": 0.1},
+    "model": {"width": 16, "size": 64, "margin": 0.25, "dropout": 0.1, "init": None},
     "augment": {"shift": 0.05, "scale": 0.1, "angle": 10.0, "flip": True, "color": 0.2},
     "optimizer": {"lr": 2e-3, "weight_decay": 1e-4},
     "schedule": {"warmup_epochs": 1.0},
@@ -101,7 +105,7 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"flip": True, "threshold": 0.1},
 }
 
-_PATHS = (("data", "annotations"), ("data", "cache_dir"))
+_PATHS = (("data", "annotations"), ("data", "cache_dir"), ("model", "init"))
 
 
 def _fail(key: str, expected: str, value: Any) -> ConfigError:
@@ -184,6 +188,7 @@ SCHEMA: dict[tuple[str | None, str], Any] = {
     ("model", "size"): _size,
     ("model", "margin"): _num(0.0, 2.0),
     ("model", "dropout"): _num(0.0, 0.9),
+    ("model", "init"): _path,
     ("augment", "shift"): _num(0.0, 0.5),
     ("augment", "scale"): _num(0.0, 0.5),
     ("augment", "angle"): _num(0.0, 90.0),
@@ -267,7 +272,13 @@ class FaceSet:
     boxes: np.ndarray  # [N, 4]
     truth: np.ndarray  # [N, 5, 2]
     skipped: list[str] = field(default_factory=list)
-    fallback: int = 0
+    #: [N] bool: the box is a detection (False: the labelled box stood in for a missed face)
+    detected: np.ndarray | None = None
+
+    @property
+    def fallback(self) -> int:
+        """How many faces kept their labelled box because the detector missed them."""
+        return 0 if self.detected is None else int((~self.detected).sum())
 
     def __len__(self) -> int:
         return len(self.records)
@@ -292,6 +303,9 @@ def match_detection(labelled: np.ndarray, detected: np.ndarray, min_iou: float) 
     return np.asarray(detected[best], dtype=np.float64) if iou[best] >= min_iou else None
 
 
+_DETECT_BATCH = 32
+
+
 def _cache_key(data: dict[str, Any]) -> str:
     ann = Path(data["annotations"])
     stat = ann.stat()
@@ -303,8 +317,8 @@ def _cache_key(data: dict[str, Any]) -> str:
 def detector_boxes(
     data: dict[str, Any], records: list[FaceBoxRecord], images: list[np.ndarray], cache_dir: Path,
     progress: bool = False,
-) -> tuple[np.ndarray, int]:
-    """``(boxes [N, 4], fallbacks)``: each photo's detection matched to its labelled box
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(boxes [N, 4], detected [N] bool)``: each photo's detection matched to its labelled box
     (:func:`match_detection`), the labelled box where none matches; every photo's detections
     are cached in ``cache_dir`` and reused."""
     name = data["boxes"]
@@ -320,25 +334,24 @@ def detector_boxes(
         detector = build_detector(name, **data["detector_options"])
         bar = TrainProgress(1, len(todo), enabled=progress)
         with bar:
-            for j, i in enumerate(todo):
-                faces = detector.detect([images[i]])[0]
-                stored[records[i].relpath] = [list(map(float, f.box)) for f in faces]
-                bar.update(0, j + 1, {}, 0.0)
+            for start in range(0, len(todo), _DETECT_BATCH):
+                chunk = todo[start:start + _DETECT_BATCH]
+                found = detector.detect([images[i] for i in chunk])
+                for i, faces in zip(chunk, found, strict=True):
+                    stored[records[i].relpath] = [list(map(float, f.box)) for f in faces]
+                bar.update(0, start + len(chunk), {}, 0.0)
         cache_dir.mkdir(parents=True, exist_ok=True)
         payload = {"detector": name, "options": data["detector_options"], "annotations": data["annotations"],
                    "detections": stored}
         atomic_write_bytes(cache, json.dumps(payload).encode())
     boxes = np.zeros((len(records), 4))
-    fallback = 0
+    detected = np.zeros(len(records), dtype=bool)
     for i, r in enumerate(records):
         det = np.asarray(stored[r.relpath], dtype=np.float64).reshape(-1, 4)
         match = match_detection(r.box, det, float(data["min_iou"]))
-        if match is None:
-            fallback += 1
-            boxes[i] = r.box
-        else:
-            boxes[i] = match
-    return boxes, fallback
+        detected[i] = match is not None
+        boxes[i] = r.box if match is None else match
+    return boxes, detected
 
 
 def load_face_set(
@@ -360,10 +373,10 @@ def load_face_set(
         raise FacemetricError(f"data.annotations: no readable photo in the {split!r} split")
     truth = np.stack([np.asarray(r.landmarks, dtype=np.float64) for r in kept])
     if data["boxes"] == "labelled":
-        boxes, fallback = np.stack([np.asarray(r.box, dtype=np.float64) for r in kept]), 0
+        boxes, detected = np.stack([np.asarray(r.box, dtype=np.float64) for r in kept]), None
     else:
-        boxes, fallback = detector_boxes(data, kept, images, cache_dir, progress)
-    return FaceSet(kept, images, boxes, truth, skipped, fallback)
+        boxes, detected = detector_boxes(data, kept, images, cache_dir, progress)
+    return FaceSet(kept, images, boxes, truth, skipped, detected)
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -569,8 +582,17 @@ def run_landmark_task(
     size, margin = int(model_cfg["size"]), float(model_cfg["margin"])
     device = str(resolve_device(str(train_cfg["device"])))
     model = LandmarkNet(int(model_cfg["width"]), size, 5, float(model_cfg["dropout"]))
-    _, mean_targets = make_batch(train, np.arange(len(train)), size, margin, None, None)
-    model.set_mean_shape(mean_targets.mean(axis=0))
+    if model_cfg["init"]:
+        init, card = load_landmark_model(model_cfg["init"])
+        if init.options() != model.options() or float(card["crop"]["margin"]) != margin:
+            raise ConfigError(
+                f"model.init: {model_cfg['init']} is a {init.options()} network with margin "
+                f"{card['crop']['margin']}, the recipe asks for {model.options()} with margin {margin}"
+            )
+        model.load_state_dict(init.state_dict())
+    else:
+        _, mean_targets = make_batch(train, np.arange(len(train)), size, margin, None, None)
+        model.set_mean_shape(mean_targets.mean(axis=0))
     model.to(device)
     decay, no_decay = [], []
     for p in model.parameters():
@@ -659,6 +681,7 @@ def run_landmark_task(
         | {"eyes_nme": test_metrics["eyes"]["nme"], "eyes_failure_rate": test_metrics["eyes"]["failure_rate"],
            "flip": bool(cfg["eval"]["flip"])},
         "epochs": epochs,
+        **({"initialised_from": model_cfg["init"]} if model_cfg["init"] else {}),
     })
     final = {"train": next((r for r in reversed(history) if r["split"] == "train"), {}), "test": test_metrics}
     return LandmarkTrainResult(rd.path, history, final, model)
