@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "fcn_variant": "8s", "fcn_width": 128, "dropout": 0.0,
         "hed_stages": [1, 2, 3, 4, 5], "fsds_stages": [2, 3, 4, 5],
     },
-    "loss": {"parse": 1.0, "edges": 1.0, "skeleton": 1.0, "reduction": "mean"},
+    "loss": {"parse": 1.0, "edges": 1.0, "skeleton": 1.0, "reduction": "mean", "class_weights": None},
     "train": {
         "epochs": 12, "batch_size": 8, "lr": 0.002, "weight_decay": 0.0001, "device": "cpu",
         "threads": None, "flip": True, "keep_checkpoints": 2,
@@ -131,6 +131,12 @@ def validate_dense(config: dict[str, Any], source: str = "config") -> dict[str, 
     for k in ("parse", "edges", "skeleton"):
         if not isinstance(lo[k], (int, float)) or lo[k] < 0:
             raise ConfigError(f"loss.{k}: expected a weight >= 0{where}, got {lo[k]!r}")
+    cw = lo["class_weights"]
+    if cw is not None and cw != "median_frequency" and not (
+            isinstance(cw, list) and len(cw) == m["num_classes"]
+            and all(isinstance(v, (int, float)) and v >= 0 for v in cw)):
+        raise ConfigError(f"loss.class_weights: expected null, median_frequency or {m['num_classes']} "
+                          f"weights >= 0{where}, got {cw!r}")
     if lo["reduction"] not in ("mean", "sum"):
         raise ConfigError(f"loss.reduction: expected mean or sum{where}, got {lo['reduction']!r}")
     try:
@@ -204,12 +210,27 @@ def prepare_split(root: str, split: str, size: list[int], heads: list[str],
 
 
 # ------------------------------------------------------------------------------ loss
+def class_weights(spec: Any, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """The parsing loss's class weights: None; a list; or ``median_frequency`` (SegNet,
+    Badrinarayanan et al. 2017): ``w_c = median(f) / f_c`` with ``f_c`` the share of class ``c``
+    among the training pixels."""
+    if spec is None:
+        return None
+    if spec == "median_frequency":
+        f = torch.bincount(labels.reshape(-1), minlength=num_classes)[:num_classes].double()
+        f = f / f.sum()
+        return (f.median() / f.clamp_min(1e-12)).float()
+    return torch.tensor([float(v) for v in spec])
+
+
 def dense_loss(out: dict[str, Any], batch: dict[str, torch.Tensor], weights: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     """The recipe's weighted sum of the heads' losses, and each part."""
     red = weights["reduction"]
     parts: dict[str, torch.Tensor] = {}
     if "parse" in out:
-        parts["parse"] = weights["parse"] * pixel_softmax_ce(out["parse"], batch["labels"])
+        cw = weights.get("class_tensor")
+        parts["parse"] = weights["parse"] * pixel_softmax_ce(
+            out["parse"], batch["labels"], weight=None if cw is None else cw.to(out["parse"].device))
     if "edge_fuse" in out:
         parts["edges"] = weights["edges"] * hed_loss(out["edge_sides"], out["edge_fuse"], batch["edges"], red)
     if "skel_fuse" in out:
@@ -317,6 +338,9 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
     rd = RunDir(run_dir)
     rd.write_config(config)
     rd.write_run_info({"data": {s: len(v) for s, v in splits.items()}})
+    loss_weights = dict(config["loss"])
+    loss_weights["class_tensor"] = class_weights(config["loss"]["class_weights"], splits["train"].labels,
+                                                 int(config["model"]["num_classes"]))
     card = dense_card(net, d["input_size"], CLASS_NAMES, training_data={
         "root": d["root"], "train_images": len(splits["train"])})
     params = [p for p in net.parameters() if p.requires_grad]
@@ -346,7 +370,7 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
             for step in range(steps):
                 idx = order[step * t["batch_size"] : (step + 1) * t["batch_size"]]
                 b = _batch(train, idx, None if flips is None else flips[idx], device)
-                loss, _parts = dense_loss(net(b["x"]), b, config["loss"])
+                loss, _parts = dense_loss(net(b["x"]), b, loss_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -357,7 +381,7 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
             rec_t = {"epoch": epoch + 1, "split": "train", "loss": total / seen,
                      "images_per_s": seen / max(time.time() - tic, 1e-9), "lr": sched.get_last_lr()[0]}
             rec_v = {"epoch": epoch + 1, "split": "val",
-                     **evaluate_split(net, splits["val"], card, config["loss"], device)}
+                     **evaluate_split(net, splits["val"], card, loss_weights, device)}
             for r in (rec_t, rec_v):
                 rd.log_metrics(r)
                 history.append(r)
@@ -370,7 +394,7 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
                                "scheduler": sched.state_dict(), "rng": rng_state(), "config": config},
                               checkpoint_path(rd.checkpoints, epoch + 1))
             prune_checkpoints(rd.checkpoints, int(t["keep_checkpoints"]))
-    final = {s: evaluate_split(net, splits[s], card, config["loss"], device) for s in ("val", "test")}
+    final = {s: evaluate_split(net, splits[s], card, loss_weights, device) for s in ("val", "test")}
     card["metrics"] = {s: {k: v for k, v in r.items() if k != "pixels"} for s, r in final.items()}
     save_artifact(rd.path / "model", net.cpu(), card)
     rd.write_text("report.md", _report(config, history, final))
