@@ -78,10 +78,21 @@ def test_recipe_errors_name_the_key(tmp_path):
         resolve_dense_config(recipe)
 
 
+def test_median_frequency_class_weights_by_hand():
+    from facemetric.train.dense_task import class_weights
+
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)  # shares .6 .3 .1, median .3
+    w = class_weights("median_frequency", labels, 3)
+    assert torch.allclose(w, torch.tensor([0.5, 1.0, 3.0]))
+    assert class_weights(None, labels, 3) is None
+    with pytest.raises(ConfigError, match=r"^loss\.class_weights"):
+        resolve_dense_config({"loss": {"class_weights": [1, 2]}})
+
+
 def test_shipped_dense_recipes_resolve():
     from pathlib import Path
 
-    recipes = sorted(Path("configs").glob("dense-*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs").glob("dense-*.yaml"))
     assert len(recipes) >= 4
     for p in recipes:
         cfg = resolve_dense_config(p)

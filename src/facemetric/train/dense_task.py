@@ -87,12 +87,12 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _positive(where: str, value: Any, kind: type = int) -> Any:
+def _positive(key: str, value: Any, kind: type = int, where: str = "") -> Any:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
     if kind is int:
         ok = ok and float(value).is_integer()
     if not ok:
-        raise ConfigError(f"{where}: expected a positive {'integer' if kind is int else 'number'}, got {value!r}")
+        raise ConfigError(f"{key}: expected a positive {'integer' if kind is int else 'number'}, got {value!r}{where}")
     return kind(value)
 
 
@@ -115,19 +115,19 @@ def validate_dense(config: dict[str, Any], source: str = "config") -> dict[str, 
         raise ConfigError(f"data.input_size: expected an integer >= 16 or [height, width]{where}, got {d['input_size']!r}")
     d["input_size"] = size
     if d["limit"] is not None:
-        d["limit"] = _positive("data.limit", d["limit"])
+        d["limit"] = _positive("data.limit", d["limit"], where=where)
     heads = m["heads"]
     if not isinstance(heads, list) or not heads or any(h not in HEADS for h in heads):
         raise ConfigError(f"model.heads: expected a list of {', '.join(HEADS)}{where}, got {heads!r}")
     if m["fcn_variant"] not in FCN_VARIANTS:
         raise ConfigError(f"model.fcn_variant: expected one of {', '.join(FCN_VARIANTS)}{where}, got {m['fcn_variant']!r}")
     for k in ("epochs", "batch_size"):
-        t[k] = _positive(f"train.{k}", t[k])
-    t["lr"] = _positive("train.lr", t["lr"], float)
+        t[k] = _positive(f"train.{k}", t[k], where=where)
+    t["lr"] = _positive("train.lr", t["lr"], float, where)
     if not isinstance(t["weight_decay"], (int, float)) or t["weight_decay"] < 0:
         raise ConfigError(f"train.weight_decay: expected a number >= 0{where}, got {t['weight_decay']!r}")
     if t["threads"] is not None:
-        t["threads"] = _positive("train.threads", t["threads"])
+        t["threads"] = _positive("train.threads", t["threads"], where=where)
     for k in ("parse", "edges", "skeleton"):
         if not isinstance(lo[k], (int, float)) or lo[k] < 0:
             raise ConfigError(f"loss.{k}: expected a weight >= 0{where}, got {lo[k]!r}")
