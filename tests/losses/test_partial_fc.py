@@ -208,3 +208,40 @@ def test_registered_and_wrong_options_are_one_line_errors():
         pfc.load_state_dict({"weight": torch.zeros(7, 4), "scale": pfc.scale})
     with pytest.raises(FacemetricError, match="labels"):
         pfc(torch.randn(3, 4), torch.tensor([0, 1, 10]))
+
+
+def test_a_recipe_builds_partial_fc_like_any_loss(tmp_path):
+    """``loss: {name: partial-fc, head: ..., sample_rate: ...}`` passes the recipe schema and
+    the experiment gets the loss (what ``facemetric train`` builds)."""
+    from facemetric.train.config import DEFAULTS, _merge, validate
+    from facemetric.train.experiment import build_experiment
+    from tests.conftest import tiny_config
+
+    loss = {"name": "partial-fc", "head": "cosface", "sample_rate": 0.5, "margin": 0.2, "scale": 16.0}
+    cfg = validate(_merge(DEFAULTS, tiny_config(loss, epochs=1), ""))
+    exp = build_experiment(cfg, None, progress=False)
+    assert isinstance(exp.loss, PartialFCLoss)
+    assert (exp.loss.num_classes, exp.loss.sample_rate, exp.loss.head_name) == (10, 0.5, "cosface")
+
+
+def test_training_with_sampling_separates_the_classes():
+    """Gradient descent on the embeddings and the centres, 30% of the centres per step:
+    the loss falls and every embedding ends nearest its own class's centre."""
+    torch.manual_seed(0)
+    classes, per_class = 40, 3
+    pfc = PartialFCLoss(8, classes, head="arcface", sample_rate=0.3, margin=0.3, scale=16.0)
+    x = torch.nn.Parameter(torch.randn(classes * per_class, 8))
+    y = torch.arange(classes).repeat_interleave(per_class)
+    optimizer = torch.optim.SGD([x, *pfc.parameters()], lr=0.5, momentum=0.9)
+    losses = []
+    for _ in range(60):
+        batch = torch.randperm(len(y))[:16]  # 16 samples: at most 16 positives of 40 classes
+        optimizer.zero_grad()
+        loss = pfc(x[batch], y[batch])
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        assert pfc.stats["sampled_classes"] == max(12, len(y[batch].unique()))
+    pfc.eval()
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
+    assert (pfc.predict(x.detach()) == y).float().mean() > 0.95
