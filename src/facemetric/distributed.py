@@ -246,8 +246,9 @@ def spawn_local(fn: Callable[..., Any], nprocs: int, args: tuple = (), timeout_s
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = _free_port()
-    procs = [ctx.Process(target=_child, args=(fn, i, nprocs, port, args, queue, timeout_s, threads),
-                         daemon=True) for i in range(nprocs)]
+    # not daemonic, so that ``fn`` may start DataLoader workers; killed below if still running
+    procs = [ctx.Process(target=_child, args=(fn, i, nprocs, port, args, queue, timeout_s, threads))
+             for i in range(nprocs)]
     for p in procs:
         p.start()
     results: dict[int, Any] = {}
