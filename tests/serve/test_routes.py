@@ -17,6 +17,7 @@ from PIL import Image
 
 from facemetric.data.image_io import read_image
 from facemetric.distances import pair_scores
+from facemetric.errors import FacemetricError
 from facemetric.gallery import Gallery
 from facemetric.serve import ServeConfig, create_app
 from facemetric.serve.pool import InferencePool
@@ -283,3 +284,33 @@ def test_config_from_environment():
         ServeConfig.from_env({"FACEMETRIC_PORT": "eighty"})
     with pytest.raises(ValueError, match="anonymous_role"):
         ServeConfig(anonymous_role="root")
+
+
+class _NoFaceInSecond:
+    """The toy embedder behind an alignment step that finds no face in dark photos."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.aligner = object()
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def preprocess(self, images):
+        if float(np.mean(images[0])) < 60:
+            raise FacemetricError("no face found in image 0")
+        return self._inner.preprocess(images)
+
+
+def test_a_photo_without_a_face_refuses_the_enrolment(tmp_path, toy_embedder, photos):
+    cfg = ServeConfig(model="toy", gallery_dir=tmp_path / "galleries")
+    keys = make_keys(cfg.keys_path)
+    dark = io.BytesIO()
+    Image.fromarray((np.arange(48 * 48).reshape(48, 48) % 40).astype(np.uint8)).save(dark, "PNG")
+    with TestClient(create_app(cfg, _NoFaceInSecond(toy_embedder))) as client:
+        assert client.post("/v1/galleries", json={"name": "g"}, headers=auth(keys.admin)).status_code == 201
+        r = client.post("/v1/galleries/g/identities/anna", files=files("photos", [photos["anna"][0], dark.getvalue()]),
+                        headers=auth(keys.write))
+        assert r.status_code == 422 and r.json()["field"] == "photos[1]"
+        assert r.json()["error"] == "photos[1] (1-p.png): no face found in the photo"
+        assert client.get("/v1/galleries/g", headers=auth(keys.read)).json()["images"] == 0
