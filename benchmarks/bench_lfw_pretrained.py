@@ -11,8 +11,8 @@ Configurations (``--configs``; each a card ``alignment`` section, see
   ported -> dlib chip; fallback decided from the photo);
 * ``hog-port``: dlib's HOG detector (dlib-bin) -> the ported shape predictor (= dlib's own
   pipeline, face_recognition's 98.7% setting);
-* ``ssd-learned``: res10 SSD -> the learned 5-point model (``learned5``, when registered) ->
-  the dlib chip from ArcFace-layout points.
+* ``ssd-learned``: res10 SSD -> the learned 5-point model (``learned5`` from ``--learned``,
+  with flip) -> the dlib chip from ArcFace-layout points.
 
 For every configuration each photo is aligned once and embedded with and without flip (the
 two views' raw descriptors averaged, as the card's flip rule says), so both accuracies come
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--lfw-limit", type=int, default=None, help="use about this many pairs")
     ap.add_argument("--skip-lfw", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--learned", default=None, help="ssd-learned: the learned5 model (run dir)")
     args = ap.parse_args()
 
     from facemetric import load_model
@@ -137,7 +138,10 @@ def main() -> None:
     for name in args.configs.split(","):
         if name not in CONFIGS:
             sys.exit(f"--configs: unknown {name!r}; expected {', '.join(CONFIGS)}")
-        card = {**base.card, "alignment": {**base.card["alignment"], **CONFIGS[name]}}
+        extra = dict(CONFIGS[name])
+        if name == "ssd-learned":
+            extra["landmark_options"] = {"path": args.learned, "flip": True}
+        card = {**base.card, "alignment": {**base.card["alignment"], **extra}}
         try:
             embedder = FaceEmbedder(base.model, card)
         except Exception as exc:  # e.g. dlib-bin or the learned model missing here

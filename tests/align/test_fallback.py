@@ -115,6 +115,30 @@ def test_boxes_mostly_outside_the_photo_are_dropped():
     assert r.how == "detected" and r.face.box == edge.box and r.n_faces == 1
 
 
+class FillsTheFrame(Detector):
+    """In a photo the face fills, a confident box shifted off it (as res10 answers); in the
+    zoomed-out copy, the face's true box (the photo's place in the canvas)."""
+
+    def detect(self, images):
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            if h >= 150:  # the 2x canvas of a 100x100 photo: the photo sits at (50, 50)
+                out.append([Face((50, 50, 150, 150), 0.9)])
+            else:
+                out.append([Face((20, 15, 110, 105), 0.99)])
+        return out
+
+
+def test_a_face_filling_the_photo_is_checked_zoomed_out():
+    img = np.zeros((100, 100, 3), np.uint8)
+    (r,) = find_faces([img], FillsTheFrame(), Corners())
+    assert r.how == "detected-padded" and r.face.box == (0, 0, 100, 100)
+    assert r.why.endswith("the face found in the photo filled it")
+    (legacy,) = find_faces([img], FillsTheFrame(), Corners(), FallbackPolicy(pad=0))
+    assert legacy.how == "detected" and legacy.face.box == (20, 15, 110, 105)
+
+
 def test_geometry_helpers_and_config_errors():
     assert is_crop_shaped((112, 92)) and is_crop_shaped((200, 100)) and not is_crop_shaped((100, 201))
     canvas, dx, dy = zoomed_out(np.full((4, 6, 3), 7, np.uint8), 0.5)

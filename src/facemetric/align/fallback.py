@@ -13,7 +13,10 @@ fills the frame with confident boxes spread over and beyond the frame, which thi
     (``"largest"`` box, the box ``"center"`` nearest the photo's centre, or the detector's best
     ``"score"``) and ``why`` says so (``"largest of 3 faces"``).
 ``"detected-padded"``
-    The detector found nothing in the photo, but found a face in a *zoomed-out copy*: the
+    The detector found nothing in the photo -- or the face it found fills the photo (its box
+    is at least half the photo's area: detectors are trained on faces with context around
+    them and answer a frame-filling face unreliably, res10 with confident but shifted boxes)
+    -- and found a face in a *zoomed-out copy*: the
     photo centred on a black canvas ``1 + 2 * pad`` times its size (``pad=0.5``: twice). A photo
     that is itself a tight face crop is the usual case: detectors are trained on faces with
     context around them and at sizes well below the frame, so a face that fills (or is cut by)
@@ -212,6 +215,8 @@ class FallbackPolicy:
             if faces:
                 j, why = pick(faces, self.select, img.shape[:2])
                 out[i] = FoundFace(faces[j], "detected", why, len(faces), img.shape[:2])
+                if faces[j].area >= 0.5 * h * w:  # fills the photo: check it zoomed out
+                    missed.append(i)
             else:
                 missed.append(i)
         if missed and self.pad > 0:
@@ -223,18 +228,21 @@ class FallbackPolicy:
                 region = (dx, dy, dx + w, dy + h)
                 faces = sort_faces([f for f in faces if inside_fraction(f.box, region) >= 0.5])
                 if not faces:
-                    still.append(i)
+                    if out[i] is None:  # (a frame-filling detection stays as it was)
+                        still.append(i)
                     continue
+                filled = out[i] is not None
                 j, why = pick(faces, self.select, canvas.shape[:2])
                 f = faces[j]
                 x0, y0, x1, y1 = f.box
                 lm = None if f.landmarks is None else f.landmarks - np.array([dx, dy])
                 moved = Face((x0 - dx, y0 - dy, x1 - dx, y1 - dy), f.score, lm, f.layout,
                              "detector-padded")
-                out[i] = FoundFace(moved, "detected-padded", f"{why} in the zoomed-out photo",
+                note = "; the face found in the photo filled it" if filled else ""
+                out[i] = FoundFace(moved, "detected-padded", f"{why} in the zoomed-out photo{note}",
                                    len(faces), images[i].shape[:2])
             missed = still
-        for i in missed:
+        for i in [i for i in missed if out[i] is None]:
             how, face, why = self._fallback(images[i])
             out[i] = FoundFace(face, how, why, 0, images[i].shape[:2])
         results = [r for r in out if r is not None]

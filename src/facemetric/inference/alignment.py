@@ -5,16 +5,19 @@ models on the 112x112 five-point template) must see its inputs aligned the same 
 card holds an ``alignment`` section, :class:`CardAligner` runs it before the card's
 ``preprocessing`` (which then only converts and normalises the chip)::
 
-    "alignment": {"detector": "ssd-res10", "landmarks": "dlib5-port", "template": "dlib-150",
+    "alignment": {"detector": "ssd-res10", "landmarks": "dlib5-port",
+                  "landmark_box": {"ssd-res10": [-0.027, 0.056, 1.131, 0.815]}, "template": "dlib-150",
                   "size": 150, "padding": 0.25, "select": "center", "fallback": "auto",
                   "pad": 0.5, "otherwise": "center-box", "fallback_fraction": 0.43}
 
 Steps: the ``detector`` (a :data:`facemetric.align.DETECTORS` name, options in
 ``detector_options``; ``upsample`` for ``dlib-hog``) finds the faces, ``select`` picks one
 (``"largest"``, ``"center"``: nearest the photo's centre, ``"score"``), the ``landmarks`` model
-(a :data:`facemetric.align.landmarks.LANDMARKERS` name; ``None``: the detector's own) places
-the points (on the detector's box adapted by ``landmark_box`` when set, see
-:mod:`facemetric.align.fallback`), and the chip is cut for ``template``.
+(a :data:`facemetric.align.landmarks.LANDMARKERS` name, options in ``landmark_options``;
+``None``: the detector's own) places
+the points (on the detector's box adapted by ``landmark_box`` when set: ``{detector name:
+[shift_x, shift_y, scale_x, scale_y]}``, see :mod:`facemetric.align.fallback`), and the chip
+is cut for ``template``.
 
 ``fallback`` says what happens when the detector finds no face:
 
@@ -98,7 +101,8 @@ class CardAligner:
             if s["landmarks"] is not None:
                 opts.setdefault("landmarks", None)  # the landmark model places the points
         self.detector = build_detector(s["detector"], **opts)
-        self.landmarker = None if s["landmarks"] is None else build_landmarker(s["landmarks"])
+        self.landmarker = None if s["landmarks"] is None else build_landmarker(
+            s["landmarks"], **dict(s.get("landmark_options") or {}))
         if s["select"] not in ("largest", "center", "score"):
             raise FacemetricError(
                 f"alignment.select: expected 'largest', 'center' or 'score', got {s['select']!r}"
@@ -149,8 +153,17 @@ class CardAligner:
             otherwise=s["otherwise"] if (auto and self._fallback_on) else centre,
             crop_fallback="whole-photo" if auto else centre,
             center=self._center,
-            landmark_box=s.get("landmark_box"),
+            landmark_box=self._landmark_box(),
         )
+
+    def _landmark_box(self) -> Any:
+        """``landmark_box`` for this detector: a ``{detector name: [sx, sy, kx, ky]}`` mapping
+        (a detector without an entry gets none) or one list for any detector."""
+        lb = self.spec.get("landmark_box")
+        if isinstance(lb, dict):
+            name = self.spec["detector"]
+            return lb.get(name) if isinstance(name, str) else None
+        return lb
 
     def align_many(self, images: Sequence[Any]) -> list[Aligned]:
         """One :class:`Aligned` per image; an unreadable photo or one without a face gets its
