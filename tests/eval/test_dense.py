@@ -126,3 +126,18 @@ def test_skin_fraction_counts_skin_inside_the_centred_chip(tmp_path):
     assert skin_fractions(Fake(), [str(p)], (40, 40))[0] == pytest.approx(0.25)
     assert skin_fractions(Fake(), [str(p)], (20, 10))[0] == 0
     assert skin_fractions(Fake(), [str(p)], (10, 30))[0] == pytest.approx(5 / 30)
+
+
+def test_nms_keeps_the_ridge_of_a_blurred_edge():
+    from facemetric.eval.dense import edge_nms
+
+    y = np.arange(40)[:, None]
+    prob = np.exp(-((y - 20) ** 2) / 8.0) * np.ones((40, 40))  # a soft horizontal edge at row 20
+    out = edge_nms(prob)
+    inner = out[:, 8:-8]
+    assert (inner[20] > 0.99).all() and inner[[17, 18, 19, 21, 22, 23]].max() == 0
+    # a steep diagonal edge: the kept pixels lie on the diagonal
+    yy, xx = np.mgrid[0:40, 0:40]
+    diag = np.exp(-((yy - xx) ** 2) / 4.0)
+    kept = np.argwhere(edge_nms(diag)[8:-8, 8:-8] > 0.5)
+    assert len(kept) and np.abs(kept[:, 0] - kept[:, 1]).max() == 0

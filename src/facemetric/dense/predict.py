@@ -95,10 +95,6 @@ class DenseModel:
     def heads(self) -> list[str]:
         return list(self.net.heads)
 
-    def _input(self, arrays: list[np.ndarray]) -> Tensor:
-        x = torch.cat([normalise(a[None], self.mean, self.std) for a in arrays])  # same size only
-        return x
-
     @torch.no_grad()
     def predict_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 16) -> list[dict[str, Any]]:
         """Per photo: ``labels`` uint8 ``[H, W]`` and ``probs`` float32 ``[C, H, W]`` (``fcn``),

@@ -191,6 +191,38 @@ def pr_summary(per_image: Sequence[np.ndarray], thresholds: Sequence[float] = DE
     }
 
 
+def edge_nms(prob: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression of a soft edge map, as HED's evaluation does before the BSDS
+    benchmark (Dollar & Zitnick's ``edgesNms``): the orientation ``theta = atan(d2/dy2 * sign /
+    d2/dxdy)`` of a triangle-smoothed map (radius 4), and a pixel is kept only when it is not below
+    both neighbours one pixel away along the normal (bilinear samples); a 5-pixel border is
+    damped linearly to zero as there. Returns the suppressed map (same value where kept, else 0)."""
+    from scipy import ndimage
+
+    e = np.asarray(prob, dtype=np.float64)
+    r = 4
+    tri = np.concatenate([np.arange(1, r + 2), np.arange(r, 0, -1)]).astype(np.float64)
+    tri /= tri.sum()
+    sm = ndimage.convolve1d(ndimage.convolve1d(e, tri, axis=0, mode="nearest"), tri, axis=1, mode="nearest")
+    oy, ox = np.gradient(sm)
+    oxy = np.gradient(ox, axis=0)
+    oxx = np.gradient(ox, axis=1)
+    oyy = np.gradient(oy, axis=0)
+    sign = np.where(oxy > 0, -1.0, 1.0)  # sign(-oxy), with sign(0) = 1 (exactly axis-aligned edges)
+    theta = np.mod(np.arctan(oyy * sign / (oxx + 1e-5)), np.pi)
+    h, w = e.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cos, sin = np.cos(theta), np.sin(theta)
+    keep = np.ones_like(e, dtype=bool)
+    for d in (-1.0, 1.0):
+        nb = ndimage.map_coordinates(e, [yy + d * sin, xx + d * cos], order=1, mode="nearest")
+        keep &= e >= nb
+    out = np.where(keep, e, 0.0)
+    b = 5
+    ramp = np.minimum(np.minimum(yy, h - 1 - yy), np.minimum(xx, w - 1 - xx))
+    return out * np.clip(ramp / b, 0, 1)
+
+
 # -------------------------------------------------------------------------- baselines
 def sobel_edges(image: np.ndarray) -> np.ndarray:
     """The Sobel gradient magnitude of the grey image (Gaussian-smoothed, sigma 1.5), scaled to
@@ -244,9 +276,16 @@ def _skeleton_maps(pred: dict[str, Any]) -> dict[str, np.ndarray]:
     return maps
 
 
+def _soft(prob: np.ndarray, nms: bool) -> np.ndarray:
+    """:func:`edge_nms` for soft maps (binary maps, the parser's label boundaries, stay)."""
+    if not nms or np.isin(prob, (0.0, 1.0)).all():
+        return prob
+    return edge_nms(prob)
+
+
 def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: int = 25,
                    limit: int | None = None, out: Any = None, figure: Any = None,
-                   figure_rows: int = 4, progress: bool = False) -> dict[str, Any]:
+                   figure_rows: int = 4, progress: bool = False, nms: bool = True) -> dict[str, Any]:
     """Evaluate a :class:`~facemetric.dense.predict.DenseModel` on a split of LFW Part Labels.
 
     Returns (and writes to ``out``, atomically) ``{"split", "images", "parsing": {...},
@@ -255,7 +294,9 @@ def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: i
     skeletons, :func:`facemetric.dense.targets.skeletons` (medial axes of skin and hair), all at
     the photos' own size. Boundary rows: HED fused and each side output, the parser's label
     boundaries (binary), the Sobel baseline; skeleton rows: FSDS fused and each side, the
-    HED-style skeleton head. ``figure``: a PNG grid of the first ``figure_rows`` photos.
+    HED-style skeleton head. Soft maps go through :func:`edge_nms` first (``nms``, as HED's
+    evaluation), then the BSDS thinning and matching at ``num_thresholds`` thresholds evenly
+    spaced in [0.02, 0.98]. ``figure``: a PNG grid of the first ``figure_rows`` photos.
     """
     if int(num_thresholds) < 2:
         raise FacemetricError(f"thresholds: expected at least 2, got {num_thresholds}")
@@ -273,15 +314,16 @@ def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: i
             conf += confusion_matrix(truth, pred["labels"], len(names))
         edge_truth = boundaries(truth)
         for name, prob in _edge_maps(pred, photo).items():
-            edge_counts[name].append(match_counts(prob, edge_truth, thresholds))
+            edge_counts[name].append(match_counts(_soft(prob, nms), edge_truth, thresholds))
         if skel_rows:
             skel_truth = skeletons(truth)[0]
             for name, prob in _skeleton_maps(pred).items():
-                skel_counts[name].append(match_counts(prob, skel_truth, thresholds))
+                skel_counts[name].append(match_counts(_soft(prob, nms), skel_truth, thresholds))
     report: dict[str, Any] = {
         "split": split, "images": len(parts), "data": str(root), "heads": list(model.heads),
         "matching": {"tolerance": BSDS_TOLERANCE, "max_dist_px": max_distance(parts.labels.shape[1:]),
                      "rule": "one-to-one, maximum bipartite matching within max_dist; predictions thinned",
+                     "nms": bool(nms),
                      "thresholds": len(thresholds)},
     }
     if "fcn" in model.heads:
@@ -332,6 +374,6 @@ def dense_summary(report: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "BSDS_TOLERANCE", "dense_summary", "evaluate_dense", "DEFAULT_THRESHOLDS", "confusion_matrix", "match_counts", "match_pixels",
+    "BSDS_TOLERANCE", "dense_summary", "edge_nms", "evaluate_dense", "DEFAULT_THRESHOLDS", "confusion_matrix", "match_counts", "match_pixels",
     "max_distance", "parsing_metrics", "pr_summary", "sobel_edges",
 ]
