@@ -185,8 +185,10 @@ class DenseNet(nn.Module):
         self.trunk = VGGTrunk(channels, convs, in_channels)
         n = self.trunk.num_stages
         ch, st = self.trunk.channels, self.trunk.strides()
-        self.hed_stages = _stages(hed_stages, n, "hed_stages")
-        self.fsds_stages = _stages(fsds_stages, n, "fsds_stages")
+        # stage lists are checked (and used) only for the heads that use them
+        self.hed_stages = _stages(hed_stages, n, "hed_stages") if "hed" in heads else []
+        skel = "fsds" in heads or "skel_hed" in heads
+        self.fsds_stages = _stages(fsds_stages, n, "fsds_stages") if skel else []
         if "fcn" in heads:
             self.fcn = FCNHead(ch, num_classes, fcn_variant, fcn_width, dropout)
         if "hed" in heads:
