@@ -107,6 +107,20 @@ def run_parse_block(code, tmp_path, monkeypatch, capsys):
     assert "edges" in ns["maps"] and "skeleton" in ns["maps"]
 
 
+def run_learned5_block(code, tmp_path, monkeypatch, capsys):
+    """The learned landmark model: an untrained network's artifact stands in for
+    ``runs/landmarks-5point``; a random photo and two boxes for the names the block assumes."""
+    from facemetric.align.landmark_net import LandmarkNet, save_landmark_model
+
+    save_landmark_model(tmp_path / "lm" / "landmark_model", LandmarkNet(width=4, size=32), margin=0.25)
+    assert '"runs/landmarks-5point"' in code
+    image = np.random.default_rng(0).integers(0, 256, size=(90, 80, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 12.0, 50.0, 55.0], [30.0, 30.0, 70.0, 75.0]])
+    ns = _run(code.replace('"runs/landmarks-5point"', repr(str(tmp_path / "lm"))),
+              {"rgb_uint8_image": image, "boxes": boxes})
+    assert ns["points"].shape == (2, 5, 2)
+
+
 RUNNERS = {
     "CenterLoss(": run_losses_block,
     "run_experiment(": run_experiment_block,
@@ -114,6 +128,7 @@ RUNNERS = {
     "SemiHardMiner(": run_miners_block,
     'load_model("runs/lfw-center")': run_load_model_block,
     ".parse([": run_parse_block,
+    'build_landmarker("learned5"': run_learned5_block,
     "Gallery.create(": None,  # tests/test_readme_gallery.py
 }
 
