@@ -433,7 +433,8 @@ def test_pretrained_card(pretrained, dlib_files):
     assert card["preprocessing"]["input_size"] == [150, 150] and card["preprocessing"]["color"] == "RGB"
     assert card["preprocessing"]["normalize"] == "mean_std" and card["preprocessing"]["crop"] is None
     assert "padding=0.25" in card["input"]["alignment"]
-    assert card["alignment"]["detector"] == "dlib-hog" and card["alignment"]["template"] == "dlib-150"
+    assert card["alignment"]["detector"] == "ssd-res10" and card["alignment"]["template"] == "dlib-150"
+    assert card["alignment"]["landmarks"] == "dlib5-port"  # no dlib at run time
     assert "public domain" in card["license"]["name"]
     src = dlib_files[1] / "dlib_face_recognition_resnet_model_v1.dat"
     assert card["source"]["sha256"] == sha256_file(src)
@@ -508,12 +509,15 @@ def test_evaluator_uses_raw_euclidean(pretrained, lfw_faces, tmp_path):
 
 
 def test_pretrained_on_photos_aligns_like_dlib(pretrained, lfw_faces):
-    """With the card's alignment step (the default), photos give dlib's own pipeline's
-    descriptors: HOG + 5 landmarks + get_face_chip + compute_face_descriptor."""
+    """With the card's alignment step on dlib's HOG detector (the landmarks by the ported
+    shape predictor), photos give dlib's own pipeline's descriptors: HOG + 5 landmarks +
+    get_face_chip + compute_face_descriptor."""
     from facemetric.inference.embedder import FaceEmbedder
 
     embedder, _ = pretrained
-    photos = FaceEmbedder(embedder.model, embedder.card, align=True)
+    card = {**embedder.card, "alignment": {**embedder.card["alignment"], "detector": "dlib-hog",
+                                           "upsample": 1}}
+    photos = FaceEmbedder(embedder.model, card, align=True)
     _, names, ref, paths = lfw_faces
     emb = photos.embed(paths[:6])
     assert np.abs(emb - ref[:6]).max() < 1e-4
