@@ -2,7 +2,8 @@
 on the same two files; ``opencv-python-headless<5``, 5.x dropped the Caffe importer).
 
 Parity on 50 photos of lfw-5590 (the first 50 of the ``test`` split), the same 300x300 blob fed
-to both: the same detections after NMS (one-to-one), boxes within 1e-3 (relative coordinates)
+to both, the port as the ``ssd-res10`` backend runs it (BatchNorms folded into the convolutions,
+channels-last; the unfolded module equals it within float rounding, tested too): the same detections after NMS (one-to-one), boxes within 1e-3 (relative coordinates)
 and scores within 1e-4. The one allowed difference: a detection whose score is within the score
 tolerance of the ``top_k``-th (400th) candidate may be in one list and not the other -- when
 more than 400 boxes pass the 0.01 threshold, which boxes tie for the last places of the
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 from facemetric.detect.caffe import read_caffemodel
-from facemetric.detect.detection_output import DetectionOutput
+from facemetric.detect.detector import SSDDetector
 from facemetric.detect.res10 import (
     RES10_DETECTION_OUTPUT,
     RES10_MEAN_BGR,
@@ -87,10 +88,16 @@ def blobs(reference):
 
 
 @pytest.fixture(scope="module")
-def ours(net, blobs):
+def backend(files):
+    """The port as the ``ssd-res10`` backend runs it: BatchNorms folded, channels-last."""
+    return SSDDetector.res10(threshold=0.0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ours(backend, blobs):
     _, x = blobs
     with torch.inference_mode():
-        loc, conf = net(torch.from_numpy(x))
+        loc, conf = backend.model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))
     return loc, conf.softmax(-1)
 
 
@@ -152,12 +159,12 @@ def _match(mine: np.ndarray, theirs: np.ndarray, cut: float) -> tuple[int, float
     return len(a), worst_box, worst_score
 
 
-def test_detections_equal_opencv(net, ours, reference, blobs):
+def test_detections_equal_opencv(backend, ours, reference, blobs):
     _, ref = reference
     names, x = blobs
     loc, probs = ours
-    detection_output = DetectionOutput(**RES10_DETECTION_OUTPUT)
-    dets = detection_output(loc, probs, net.priors)
+    assert backend.detection_output.confidence_threshold == RES10_DETECTION_OUTPUT["confidence_threshold"]
+    dets = backend.detection_output(loc, probs, backend.priors)
     top_k = RES10_DETECTION_OUTPUT["top_k"]
     exact = matched = 0
     worst_box = worst_score = 0.0

@@ -446,9 +446,14 @@ def load_res10(
 
 
 def feature_sizes(net: Res10SSD, image_size: Sequence[int] = RES10_INPUT_SIZE) -> list[tuple[int, int]]:
-    """The six source maps' ``(h, w)`` for an input of ``image_size`` (a shape-only forward on
-    the ``meta`` device)."""
-    meta = copy.deepcopy(net).to("meta")
-    with torch.no_grad():
-        maps = meta.sources(torch.empty(1, 3, *image_size, device="meta"))
+    """The six source maps' ``(h, w)`` for an input of ``image_size`` (a forward of one zero
+    image in eval mode; the module's mode is restored)."""
+    was = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            device = next(net.parameters()).device
+            maps = net.sources(torch.zeros(1, 3, *image_size, device=device))
+    finally:
+        net.train(was)
     return [(int(m.shape[2]), int(m.shape[3])) for m in maps]
