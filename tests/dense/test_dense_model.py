@@ -119,3 +119,21 @@ def test_bad_options_are_one_line_config_errors():
         DenseNet(fcn_variant="4s")
     with pytest.raises(ConfigError, match="model.fsds_stages"):
         DenseNet(heads=["fsds"], fsds_stages=[3, 2])
+
+
+def test_flip_tta_is_mirror_equivariant_and_the_mean_of_both_views():
+    import numpy as np
+
+    from facemetric.dense.predict import DenseModel, dense_card
+
+    torch.manual_seed(3)
+    net = DenseNet(heads=["fcn", "hed"], channels=[4, 6, 8], convs=1, fcn_width=8, hed_stages=[1, 2, 3])
+    model = DenseModel(net, dense_card(net, input_size=(32, 32)))
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    a = model.predict_arrays([img], flip=True)[0]
+    b = model.predict_arrays([img[:, ::-1].copy()], flip=True)[0]
+    assert np.allclose(a["probs"], b["probs"][..., ::-1], atol=1e-5)
+    assert np.allclose(a["edges"], b["edges"][:, ::-1], atol=1e-5)
+    one = model.predict_arrays([img])[0]["probs"]
+    mirror = model.predict_arrays([img[:, ::-1].copy()])[0]["probs"][..., ::-1]
+    assert not np.allclose(one, mirror, atol=1e-3)  # the net itself is not mirror-symmetric

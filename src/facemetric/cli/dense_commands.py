@@ -32,6 +32,7 @@ def parse(
     model: DenseModelOpt = ...,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (label PNGs, overlays, index.html, parse.json)")] = Path("parsed"),
     batch_size: Annotated[int, typer.Option(help="photos per forward pass")] = 16,
+    flip: FlipOpt = False,
 ) -> None:
     """Face parsing: per photo a label PNG (0 background, 1 skin, 2 hair), a colour map and an
     overlay, plus parse.json and an HTML page in --out."""
@@ -46,7 +47,7 @@ def parse(
     if "fcn" not in m.heads:
         raise FacemetricError(f"{model}: this dense model has no parsing head (heads: {', '.join(m.heads)})")
     arrays = [read_image(p, "RGB") for p in photos]  # every photo decodes before anything is written
-    results = m.predict_arrays(arrays, batch_size)
+    results = m.predict_arrays(arrays, batch_size, flip)
     report = write_parse_folder(out, [str(p) for p in photos], arrays, results, m.class_names)
     for e in report["photos"]:
         shares = ", ".join(f"{k} {v:.1%}" for k, v in e["shares"].items())
@@ -62,6 +63,7 @@ def eval_dense(
     figure: Annotated[Path | None, typer.Option(help="also write a figure grid PNG (photo, truth, prediction, side outputs)")] = None,
     thresholds: Annotated[int, typer.Option(help="number of thresholds for ODS/OIS/AP")] = 25,
     limit: Annotated[int | None, typer.Option(help="only the first N photos of the split")] = None,
+    flip: FlipOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Parsing (pixel accuracy, IoU, F1), boundaries and skeletons (ODS/OIS/AP, BSDS matching)
@@ -70,7 +72,7 @@ def eval_dense(
 
     m = _load_dense(model)
     report = evaluate_dense(m, data, split=split, num_thresholds=thresholds, limit=limit,
-                            out=out, figure=figure, progress=not quiet)
+                            out=out, figure=figure, progress=not quiet, flip=flip)
     typer.echo(dense_summary(report))
     typer.echo(f"wrote {out}" + (f" and {figure}" if figure else ""))
 

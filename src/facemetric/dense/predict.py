@@ -95,12 +95,27 @@ class DenseModel:
     def heads(self) -> list[str]:
         return list(self.net.heads)
 
+    def _forward(self, x: Tensor, flip: bool) -> dict[str, Any]:
+        res = self.net(x)
+        if not flip:
+            return res
+        mirrored = self.net(x.flip(-1))
+        out: dict[str, Any] = {}
+        for key, value in res.items():
+            if isinstance(value, list):
+                out[key] = [(a + b.flip(-1)) / 2 for a, b in zip(value, mirrored[key], strict=True)]
+            else:
+                out[key] = (value + mirrored[key].flip(-1)) / 2
+        return out
+
     @torch.no_grad()
-    def predict_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 16) -> list[dict[str, Any]]:
+    def predict_arrays(self, arrays: Sequence[np.ndarray], batch_size: int = 16,
+                       flip: bool = False) -> list[dict[str, Any]]:
         """Per photo: ``labels`` uint8 ``[H, W]`` and ``probs`` float32 ``[C, H, W]`` (``fcn``),
         ``edges`` and ``edge_sides`` (``hed``), ``skeleton``/``skeleton_scale`` and
         ``skeleton_sides`` (``fsds``), ``skeleton_hed`` (``skel_hed``); maps in 0..1 at the
-        photo's size."""
+        photo's size. ``flip``: test-time augmentation, the logits of the photo and of its mirror
+        image (mirrored back) averaged."""
         out: list[dict[str, Any]] = []
         h0, w0 = self.input_size
         for start in range(0, len(arrays), batch_size):
@@ -111,7 +126,7 @@ class DenseModel:
                 if a.shape[:2] != (h0, w0) else normalise(a[None], self.mean, self.std)
                 for a in chunk
             ]).to(self.device)
-            res = self.net(x)
+            res = self._forward(x, flip)
             for j, a in enumerate(chunk):
                 size = a.shape[:2]
 
@@ -141,18 +156,18 @@ class DenseModel:
                 out.append(item)
         return out
 
-    def predict(self, images: Any, batch_size: int = 16) -> list[dict[str, Any]]:
+    def predict(self, images: Any, batch_size: int = 16, flip: bool = False) -> list[dict[str, Any]]:
         """:meth:`predict_arrays` for paths, PIL images or uint8 arrays (one or a list)."""
         items = [images] if isinstance(images, (str, os.PathLike, np.ndarray)) or hasattr(images, "convert") else list(images)
         if not items:
             raise FacemetricError("images: nothing to parse")
-        return self.predict_arrays([_to_array(i) for i in items], batch_size)
+        return self.predict_arrays([_to_array(i) for i in items], batch_size, flip)
 
-    def parse(self, images: Any, batch_size: int = 16) -> list[np.ndarray]:
+    def parse(self, images: Any, batch_size: int = 16, flip: bool = False) -> list[np.ndarray]:
         """Label maps (uint8 ``[H, W]``, values index :attr:`class_names`) of ``images``."""
         if "fcn" not in self.net.heads:
             raise FacemetricError(f"model: has no parsing head (heads: {', '.join(self.net.heads)})")
-        return [r["labels"] for r in self.predict(images, batch_size)]
+        return [r["labels"] for r in self.predict(images, batch_size, flip)]
 
 
 def dense_model_from_state(card: dict[str, Any], state: dict[str, Tensor],

@@ -285,7 +285,8 @@ def _soft(prob: np.ndarray, nms: bool) -> np.ndarray:
 
 def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: int = 25,
                    limit: int | None = None, out: Any = None, figure: Any = None,
-                   figure_rows: int = 4, progress: bool = False, nms: bool = True) -> dict[str, Any]:
+                   figure_rows: int = 4, progress: bool = False, nms: bool = True,
+                   flip: bool = False) -> dict[str, Any]:
     """Evaluate a :class:`~facemetric.dense.predict.DenseModel` on a split of LFW Part Labels.
 
     Returns (and writes to ``out``, atomically) ``{"split", "images", "parsing": {...},
@@ -296,13 +297,14 @@ def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: i
     boundaries (binary), the Sobel baseline; skeleton rows: FSDS fused and each side, the
     HED-style skeleton head. Soft maps go through :func:`edge_nms` first (``nms``, as HED's
     evaluation), then the BSDS thinning and matching at ``num_thresholds`` thresholds evenly
-    spaced in [0.02, 0.98]. ``figure``: a PNG grid of the first ``figure_rows`` photos.
+    spaced in [0.02, 0.98]. ``flip``: mirror test-time augmentation of every map. ``figure``: a PNG
+    grid of the first ``figure_rows`` photos.
     """
     if int(num_thresholds) < 2:
         raise FacemetricError(f"thresholds: expected at least 2, got {num_thresholds}")
     thresholds = tuple(np.round(np.linspace(0.02, 0.98, int(num_thresholds)), 4))
     parts = FaceParts(root, split, limit=limit)
-    preds = model.predict_arrays(list(parts.images))
+    preds = model.predict_arrays(list(parts.images), flip=flip)
     edge_rows, skel_rows = _rows(model)
     names = list(model.class_names)
     conf = np.zeros((len(names), len(names)), dtype=np.int64)
@@ -320,7 +322,7 @@ def evaluate_dense(model: Any, root: Any, split: str = "test", num_thresholds: i
             for name, prob in _skeleton_maps(pred).items():
                 skel_counts[name].append(match_counts(_soft(prob, nms), skel_truth, thresholds))
     report: dict[str, Any] = {
-        "split": split, "images": len(parts), "data": str(root), "heads": list(model.heads),
+        "split": split, "images": len(parts), "data": str(root), "heads": list(model.heads), "flip": bool(flip),
         "matching": {"tolerance": BSDS_TOLERANCE, "max_dist_px": max_distance(parts.labels.shape[1:]),
                      "rule": "one-to-one, maximum bipartite matching within max_dist; predictions thinned",
                      "nms": bool(nms),
