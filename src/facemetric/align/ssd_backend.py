@@ -13,7 +13,7 @@ exclusive as :class:`~facemetric.align.types.Face` says; they may reach past the
 :data:`facemetric.align.landmarks.LANDMARKERS` name (e.g. ``"dlib5-port"``) places them in each
 box, so that :func:`~facemetric.align.align_faces` can cut chips::
 
-    >>> align_faces(photos, detector=build_detector("ssd-res10", landmarks="dlib5-port"))
+    align_faces(photos, detector=build_detector("ssd-res10", landmarks="dlib5-port"))
 
 (a model card's ``alignment`` names its own landmark model and needs no such option).
 """

@@ -107,11 +107,11 @@ class SSDDetector:
     ``threshold``: keep detections with ``score > threshold``; ``device``: default CUDA when
     available; ``batch_size``: photos per forward pass; ``outputs``: ``"logits"`` (softmax
     applied here) or ``"probs"``; ``channels_last``: run the model in NHWC memory format
-    (the model is converted in place; same outputs, ~1.5-2x faster on CPUs).
+    (the model is converted in place; same outputs, faster on CPUs). Usage::
 
-    >>> det = SSDDetector.res10(threshold=0.5)
-    >>> found = det.detect([rgb_array_a, rgb_array_b])   # any sizes
-    >>> found[0].boxes, found[0].scores                   # pixels, highest score first
+        det = SSDDetector.res10(threshold=0.5)
+        found = det.detect([rgb_array_a, rgb_array_b])   # RGB uint8, any sizes
+        found[0].boxes, found[0].scores                   # pixels, highest score first
     """
 
     def __init__(
