@@ -19,7 +19,9 @@ scoring >= 0.5 whose IoU with the labelled box is < 0.3, on every lfw-5590 photo
 recipes read the same file as ``data.ignore``). dlib's MMOD runs ~10 s a photo on a busy 2-core CPU (dlib-bin without BLAS), so by default it
 sees every 20th photo of each set (``--mmod-every 1`` for all). Detections are cached per detector in
 ``<out>/cache`` (delete it after changing a detector). Writes ``<out>/detection.json`` and
-``<out>/detection.md`` and prints the table.
+``<out>/detection.md`` and prints the table. A trained SSD's test detections are read from its
+run's ``test_detections.json`` when that covers the same photos (the task writes it through
+the same inference path).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-detection")
     ap.add_argument("--ignore", type=Path, default=None, help="ignore-box file (default <out>/lfw5590-ignore.json)")
     ap.add_argument("--write-ignore", action="store_true", help="(re)make the ignore-box file from the res10 port")
+    ap.add_argument("--ignore-split", choices=("all", "train", "test"), default="all",
+                    help="photos --write-ignore covers (test only: what the benchmark needs)")
     ap.add_argument("--skip", action="append", default=[], help="skip a row: dlib-hog, dlib-mmod, res10")
     ap.add_argument("--limit", type=int, default=None, help="first N test photos (a quick look)")
     ap.add_argument("--mmod-every", type=int, default=20,
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.out / "cache"
     res10 = SSDDetector.res10(threshold=0.01, batch_size=32)
     if args.write_ignore:
-        records = read_face_boxes(annotations)
+        records = read_face_boxes(annotations, split=None if args.ignore_split == "all" else args.ignore_split)
         dets = cached(cache, "res10", [r.path for r in records], ssd_detect(res10))
         boxes = {}
         for r, d in zip(records, dets, strict=True):
@@ -169,16 +173,30 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((label, "dlib-mmod", dlib_mmod(), 0.0, every))
     if "res10" not in args.skip:
         rows.append(("res10 port (300x300)", "res10", ssd_detect(res10), 0.5, 1))
+    run_dets: dict[str, Path] = {}
+
+    def from_run(key: str, relpaths: list[str]) -> list[np.ndarray] | None:
+        """The training run's own test detections (same photos, same inference path), if any."""
+        path = run_dets.get(key)
+        if path is None or not path.is_file():
+            return None
+        saved = json.loads(path.read_text())
+        if saved.get("photos") != relpaths or float(saved.get("confidence_threshold", 1)) > 0.01:
+            return None
+        print(f"  {key}: test detections from {path}", file=sys.stderr)
+        return [np.asarray(d, dtype=np.float64).reshape(-1, 5) for d in saved["detections"]]
+
     for path in args.ssd:
         det = SSDDetector.from_artifact(path, threshold=0.01, batch_size=64)
         size = "x".join(str(v) for v in det.input_size)
-        rows.append((f"trained SSD `{path.parent.name}` ({size})", f"ssd-{path.parent.name}-{path.stat().st_mtime_ns}",
-                     ssd_detect(det), 0.5, 1))
+        key = f"ssd-{path.parent.name}-{path.stat().st_mtime_ns}"
+        run_dets[key] = path.parent / "test_detections.json"
+        rows.append((f"trained SSD `{path.parent.name}` ({size})", key, ssd_detect(det), 0.5, 1))
 
     results = []
     for label, key, detect, threshold, stride in rows:
         started = time.perf_counter()
-        dets = cached(cache, key, [r.path for r in test[::stride]], detect)
+        dets = from_run(key, [r.relpath for r in test[::stride]]) or cached(cache, key, [r.path for r in test[::stride]], detect)
         metrics = detection_metrics(dets, truths[::stride], ignores[::stride], score_threshold=threshold)
         orl_dets = cached(cache, key, orl[::stride], detect) if orl else []
         metrics["orl_found"] = found_fraction(orl_dets, threshold) if orl else None

@@ -45,7 +45,7 @@ def test_trains_resumes_and_writes_artifact(tmp_path, annotations):
     assert train[0] == [r for r in first.history if r["split"] == "train"][0]
     assert train[-1]["loss"] < train[0]["loss"]  # it learns
     for name in ("config.yaml", "run.json", "metrics.jsonl", "report.md", "report.html", "test_examples.png",
-                 "detector.pt"):
+                 "detector.pt", "test_detections.json"):
         assert (run / name).is_file(), name
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-epoch0002.pt",
                                                                         "checkpoint-epoch0003.pt"]

@@ -32,8 +32,9 @@ same run and ``data.workers`` does not change the result.
 Run directory: ``config.yaml``, ``run.json``, ``metrics.jsonl`` (``split: train`` per epoch with
 loss, loc/conf parts and photos/s; ``split: test`` every ``train.eval_every`` epochs and at the
 end), ``checkpoints/``, ``report.md``, ``report.html`` with ``test_examples.png`` (test photos
-with the labelled box green and the detections at the operating point red, the worst first)
-and the artifact ``detector.pt`` (:func:`facemetric.detect.ssd.load_ssd_artifact`).
+with the labelled box green and the detections at the operating point red, the worst first),
+``test_detections.json`` (every test photo's detections down to ``eval.confidence_threshold``:
+rows ``(score, xmin, ymin, xmax, ymax)`` in pixels) and the artifact ``detector.pt`` (:func:`facemetric.detect.ssd.load_ssd_artifact`).
 """
 
 from __future__ import annotations
@@ -548,6 +549,10 @@ def run_detection_task(
                       {"name": cfg["name"], "score_threshold": e["score_threshold"], "test": test_metrics,
                        "epochs": epochs})
     example_sheet(test, dets, e["score_threshold"], rd.path / "test_examples.png")
+    atomic_write_bytes(rd.path / "test_detections.json", json.dumps({
+        "annotations": data_cfg["annotations"], "confidence_threshold": e["confidence_threshold"],
+        "photos": [r.relpath for r in test.records], "detections": [d.round(4).tolist() for d in dets],
+    }).encode())
     rd.write_text("report.md", _report_markdown(cfg, history, data_summary))
     rows = [[k, test_metrics[k]] for k in _METRIC_COLUMNS]
     rd.write_text("report.html", render_report(
