@@ -11,7 +11,7 @@ of them alike) and each reports its median step time; the table gives images/s a
 to fp32 of the same run. Prints a markdown table and one JSON line.
 
     python benchmarks/bench_precision.py [--model mobilefacenet] [--size 64] [--batch 16]
-                                         [--rounds 2] [--steps 3] [--no-compile]
+                                         [--rounds 2] [--steps 3] [--no-compile] [--threads N]
 """
 
 from __future__ import annotations
@@ -57,7 +57,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3, help="steps per setting per round")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads (0: torch's default; 1 on a busy shared machine)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     g = torch.Generator().manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size, generator=g)

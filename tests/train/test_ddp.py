@@ -2,8 +2,9 @@
 
 The same recipe (global batch) trained by 1 process and by 2 processes gives the same per-step
 losses and the same parameters (to 1e-5) for softmax, center (centers included), triplet
-(mined on the gathered batch) and ArcFace (its classifier replicated); a checkpoint written by
-2 processes resumes in 1 and one written by 1 resumes in 2, each equal to an uninterrupted run.
+(mined on the gathered batch), ArcFace (its classifier replicated) and Partial FC (its
+classifier sharded, sample rate 1); a checkpoint written by 2 processes resumes in 1 and one
+written by 1 resumes in 2, each equal to an uninterrupted run.
 All 2-process runs share one spawn (each process start imports torch: seconds on a busy CPU).
 """
 
@@ -27,10 +28,20 @@ RECIPES = {
     "center": tiny_config({"name": "center", "lambda_": 0.1, "center_lr": 0.5}, UNIFORM, epochs=1),
     "triplet": tiny_config({"name": "triplet", "strategy": "semi-hard", "margin": 0.2}, PK, epochs=1),
     "arcface": tiny_config({"name": "arcface", "margin": 0.3, "scale": 16.0}, UNIFORM, epochs=1),
+    # the classifier sharded by class over the ranks (the loss gathers the batch itself); its
+    # random init is drawn per shard, so both sides start from the class means instead
+    "partial-fc": tiny_config({"name": "partial-fc", "head": "arcface", "margin": 0.3, "scale": 16.0,
+                               "sample_rate": 1.0}, UNIFORM, epochs=1, head_init="class_means"),
 }
-RESUME = tiny_config({"name": "center", "lambda_": 0.1}, UNIFORM, epochs=2)
+#: resumed with another number of processes: center (replicated state) and Partial FC (sharded
+#: classifier: its momentum is gathered into the checkpoint and sliced again on resume)
+RESUMES = {
+    "center": tiny_config({"name": "center", "lambda_": 0.1}, UNIFORM, epochs=2),
+    "partial-fc": tiny_config({"name": "partial-fc", "head": "arcface", "scale": 16.0}, UNIFORM, epochs=2,
+                              head_init="class_means"),
+}
 TOL = {"rtol": 1e-5, "atol": 1e-5}
-for _recipe in (*RECIPES.values(), RESUME):  # ~360 training images: 6 steps per epoch
+for _recipe in (*RECIPES.values(), *RESUMES.values()):  # ~360 training images: 6 steps per epoch
     _recipe["data"]["test_fraction"] = 0.8
 
 
@@ -75,8 +86,9 @@ def _first_epoch(config: dict, run_dir) -> dict:
 def _worker(root: str) -> dict:
     """Everything the 2-process side runs, in one launch."""
     out = {name: _train(cfg, f"{root}/two-{name}") for name, cfg in RECIPES.items()}
-    out["first_half"] = _first_epoch(RESUME, f"{root}/two-then-one")
-    out["resumed"] = _train(RESUME, f"{root}/one-then-two", resume=True)
+    for name, cfg in RESUMES.items():
+        out[f"first_half-{name}"] = _first_epoch(cfg, f"{root}/two-then-one-{name}")
+        out[f"resumed-{name}"] = _train(cfg, f"{root}/one-then-two-{name}", resume=True)
     out["rank"] = distributed.rank()
     return out
 
@@ -84,12 +96,23 @@ def _worker(root: str) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    one_first = _first_epoch(RESUME, root / "one-then-two")  # resumed by the 2 processes
-    two = distributed.spawn_local(_worker, 2, args=(str(root),), timeout_s=240)
-    one = {name: _train(cfg, root / f"one-{name}") for name, cfg in RECIPES.items()}
-    one["full"] = _train(RESUME, root / "one-full")
-    one["resumed"] = _train(RESUME, root / "two-then-one", resume=True)
-    one["first_half"] = one_first
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the 2 processes: tiny convolutions, no thread spin
+    try:
+        return _both(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _both(root):
+    one = {}
+    for name, cfg in RESUMES.items():  # epoch 1 here, resumed by the 2 processes
+        one[f"first_half-{name}"] = _first_epoch(cfg, root / f"one-then-two-{name}")
+    two = distributed.spawn_local(_worker, 2, args=(str(root),), timeout_s=300)
+    one.update({name: _train(cfg, root / f"one-{name}") for name, cfg in RECIPES.items()})
+    for name, cfg in RESUMES.items():
+        one[f"full-{name}"] = _train(cfg, root / f"one-full-{name}")
+        one[f"resumed-{name}"] = _train(cfg, root / f"two-then-one-{name}", resume=True)
     return one, two
 
 
@@ -118,16 +141,20 @@ def test_the_center_loss_moved_its_centers_identically(runs):
     torch.testing.assert_close(two[1]["center"]["loss"]["centers"], centers, **TOL)
 
 
-def test_resume_with_a_different_number_of_processes(runs):
+@pytest.mark.parametrize("loss", list(RESUMES))
+def test_resume_with_a_different_number_of_processes(runs, loss):
     one, two = runs
-    full = one["full"]
+    full = one[f"full-{loss}"]
     n = len(full["losses"]) // 2
     # 2 processes for epoch 1, then 1 process for epoch 2 == 1 process for both epochs
-    torch.testing.assert_close(torch.tensor(two[0]["first_half"]["losses"]), torch.tensor(full["losses"][:n]), **TOL)
-    _assert_same({**one["resumed"], "losses": two[0]["first_half"]["losses"] + one["resumed"]["losses"]}, full)
+    first = two[0][f"first_half-{loss}"]["losses"]
+    torch.testing.assert_close(torch.tensor(first), torch.tensor(full["losses"][:n]), **TOL)
+    _assert_same({**one[f"resumed-{loss}"], "losses": first + one[f"resumed-{loss}"]["losses"]}, full)
     # 1 process for epoch 1, then 2 processes for epoch 2 == the same
+    first = one[f"first_half-{loss}"]["losses"]
     for rank in (0, 1):
-        _assert_same({**two[rank]["resumed"], "losses": one["first_half"]["losses"] + two[rank]["resumed"]["losses"]}, full)
+        resumed = two[rank][f"resumed-{loss}"]
+        _assert_same({**resumed, "losses": first + resumed["losses"]}, full)
 
 
 def test_only_rank_0_writes_the_run_directory(runs, tmp_path_factory):

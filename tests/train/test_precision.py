@@ -21,6 +21,14 @@ from facemetric.train.trainer import Trainer
 from tests.conftest import tiny_config
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: a second thread only spins on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
 def _trainer(precision="fp32", channels_last=False, sync_batchnorm=False, seed=0):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(1)

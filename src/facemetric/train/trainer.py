@@ -26,7 +26,11 @@ the same loss on the same global batch (triplet mining, center updates and class
 see what one process would see; see :func:`facemetric.distributed.all_gather_with_grad` for
 why DDP's gradient averaging then yields the 1-process gradient). The loss module's own
 parameters (a classifier) get identical gradients on every rank and stay replicated; they are
-broadcast from rank 0 at the start. Rank 0 alone logs, evaluates and writes checkpoints. A
+broadcast from rank 0 at the start. A loss that gathers the batch itself
+(``gathers_global_batch``) gets this rank's part instead, and one whose parameters are split by
+rows over the ranks (``sharded``, Partial FC) is not broadcast; its optimizer state is gathered
+into full rows in checkpoints and sliced again on resume. Rank 0 alone logs, evaluates and
+writes checkpoints. A
 checkpoint holds the plain model (no ``module.`` prefix) and nothing per rank, so a run resumes
 with any number of processes and continues with the same global batches.
 """
@@ -171,6 +175,11 @@ class Trainer:
         self.progress = progress and self.is_main
         self.log_every = max(1, int(log_every))
         self.config = config or {}
+        #: a loss whose parameters are split by rows over the ranks (Partial FC): kept out of
+        #: the broadcast, its optimizer state gathered into checkpoints and sliced on resume
+        self.sharded_loss = bool(getattr(loss_fn, "sharded", False))
+        #: a loss that all-gathers the batch itself: it gets this rank's part
+        self.loss_gathers = bool(getattr(loss_fn, "gathers_global_batch", False))
         self.epoch = 0  # completed epochs
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
@@ -181,7 +190,8 @@ class Trainer:
                     "use 'uniform' or 'pk' with torchrun"
                 )
             batch_sampler.shard(distributed.rank(), self.world_size)
-            self._broadcast_loss_state()
+            if not self.sharded_loss:
+                self._broadcast_loss_state()
             self.net: nn.Module = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
@@ -228,7 +238,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "loss": self.loss_fn.state_dict(),
             "loss_extra": self.loss_fn.extra_state_for_checkpoint(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -238,6 +248,43 @@ class Trainer:
             "config": self.config,
         }
 
+    def _sharded_params(self) -> list[tuple[int, Tensor]]:
+        """``(index in the optimizer's state_dict, parameter)`` of a sharded loss's parameters."""
+        if not self.sharded_loss:
+            return []
+        index = {id(p): i for i, p in enumerate(p for g in self.optimizer.param_groups for p in g["params"])}
+        return [(index[id(p)], p) for p in self.loss_fn.parameters() if id(p) in index]
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state_dict; a sharded loss's per-row state (momentum, Adam moments)
+        all-gathered into full rows in rank order (collective: every rank calls it)."""
+        state = self.optimizer.state_dict()
+        shards = self._sharded_params()
+        if not shards:
+            return state
+        state = {**state, "state": dict(state["state"])}
+        for i, p in shards:
+            if i not in state["state"]:
+                continue
+            entry = dict(state["state"][i])  # not the live dict: the optimizer keeps its shard
+            for key, value in entry.items():
+                if isinstance(value, Tensor) and value.ndim >= 1 and value.shape == p.shape:
+                    entry[key] = distributed.all_gather_no_grad(value)
+            state["state"][i] = entry
+        return state
+
+    def _slice_sharded_optimizer_state(self) -> None:
+        """After loading full-row optimizer state: keep this rank's rows of each shard."""
+        for _, p in self._sharded_params():
+            rows = int(p.shape[0])
+            sizes = distributed.all_gather_no_grad(torch.tensor([rows], device=p.device)).tolist()
+            start = int(sum(sizes[: distributed.rank()]))
+            state = self.optimizer.state.get(p, {})
+            for key, value in list(state.items()):
+                if (isinstance(value, Tensor) and value.ndim >= 1 and value.shape[1:] == p.shape[1:]
+                        and value.shape[0] != rows):
+                    state[key] = value[start : start + rows].clone()
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != "facemetric-checkpoint/1":
             raise FacemetricError("checkpoint: not a facemetric training checkpoint")
@@ -245,6 +292,7 @@ class Trainer:
         self.loss_fn.load_state_dict(state["loss"])
         self.loss_fn.load_extra_state_from_checkpoint(state.get("loss_extra") or {})
         self.optimizer.load_state_dict(state["optimizer"])
+        self._slice_sharded_optimizer_state()
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -257,11 +305,15 @@ class Trainer:
         self.history = list(state.get("history", []))
 
     def save_checkpoint(self) -> Path | None:
-        """Write this epoch's checkpoint (rank 0 only; None elsewhere or without a run dir)."""
-        if self.run_dir is None or not self.is_main:
+        """Write this epoch's checkpoint (rank 0 writes; every rank takes part in gathering a
+        sharded loss's state; None on the other ranks or without a run dir)."""
+        if self.run_dir is None:
+            return None
+        state = self.state_dict()
+        if not self.is_main:
             return None
         path = checkpoint_path(self.run_dir.checkpoints, self.epoch)
-        atomic_torch_save(self.state_dict(), path)
+        atomic_torch_save(state, path)
         prune_checkpoints(self.run_dir.checkpoints, self.keep_checkpoints)
         return path
 
@@ -299,11 +351,19 @@ class Trainer:
     def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
         labels = labels.to(self.device, non_blocking=True)
         embeddings = self.forward(images)
-        if self.world_size > 1:  # the global batch, in rank order (gradients flow back)
+        finite = bool(torch.isfinite(embeddings).all())
+        self._last_batch_size = int(labels.shape[0])
+        if self.world_size > 1 and not self.loss_gathers:
+            # the global batch, in rank order (gradients flow back); checked on every rank alike
             embeddings = distributed.all_gather_with_grad(embeddings)
             labels = distributed.all_gather_no_grad(labels)
-        self._last_batch_size = int(labels.shape[0])
-        if not torch.isfinite(embeddings).all():
+            self._last_batch_size = int(labels.shape[0])
+            finite = bool(torch.isfinite(embeddings).all())
+        elif self.world_size > 1:  # the loss gathers: agree on the global size and finiteness
+            count = distributed.all_reduce_sum(torch.tensor([labels.shape[0], int(not finite)],
+                                                            device=self.device))
+            self._last_batch_size, finite = int(count[0]), int(count[1]) == 0
+        if not finite:
             raise FacemetricError(
                 f"training diverged: the model produced NaN/inf embeddings at step {self.global_step} "
                 "(lower optimizer.lr or set train.grad_clip)"
