@@ -371,7 +371,7 @@ def dense_summary(report: dict[str, Any]) -> str:
                      f"{p['pixel_accuracy']:.4f}, mean IoU {p['mean_iou']:.4f} ({ious})")
     for section in ("boundaries", "skeletons"):
         for name, r in report.get(section, {}).get("rows", {}).items():
-            lines.append(f"{section[:-1]:9s} {name:22s} ODS {r['ods']:.4f}  OIS {r['ois']:.4f}  AP {r['ap']:.4f}")
+            lines.append(f"{section[:-1].replace('ie', 'y'):9s} {name:22s} ODS {r['ods']:.4f}  OIS {r['ois']:.4f}  AP {r['ap']:.4f}")
     return "\n".join(lines)
 
 
