@@ -165,3 +165,13 @@ def test_only_rank_0_writes_the_run_directory(runs, tmp_path_factory):
     assert checkpoints == ["checkpoint-epoch0001.pt"]
     state = torch.load(root / "two-softmax" / "checkpoints" / checkpoints[0], weights_only=False)
     assert state["world_size"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+
+def test_python_dash_m_facemetric_is_the_command_line_torchrun_launches():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "facemetric", "train", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--config" in out.stdout and "--resume" in out.stdout
