@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=str(REPO / "runs" / "cache" / "landmarks"))
     ap.add_argument("--limit", type=int, default=None, help="first N test photos")
     ap.add_argument("--no-hog", action="store_true", help="skip dlib's HOG-box rows")
+    ap.add_argument("--no-dlib", action="store_true", help="the learned model's rows only")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -92,11 +93,11 @@ def main() -> None:
         rows.append(row(name, args.boxes, n, eye_metrics(pts, faces.truth), landmark_metrics(pts, faces.truth), sec))
         if flip:
             learned_flip = pts
-    dname, dlm = dlib_landmarker()
+    dname, dlm = (None, None) if args.no_dlib else dlib_landmarker()
     if dlm is not None:
         pts, sec = predict(dlm, faces, every)
         rows.append(row(dname, args.boxes, n, eye_metrics(dlib5_eye_centres(pts), faces.truth), None, sec))
-    if dlm is not None and not args.no_hog:
+    if not args.no_hog:
         try:
             hog = load_face_set({**data, "boxes": "dlib-hog", "detector_options": {"landmarks": None}},
                                 "test", args.limit, cache)
@@ -105,9 +106,11 @@ def main() -> None:
         else:
             found = np.flatnonzero(hog.detected)
             print(f"dlib-hog found {len(found)} of {n} test faces")
-            pts, sec = predict(dlm, hog, found)
             truth = faces.truth[found]
-            rows.append(row(dname, "dlib-hog (found)", len(found), eye_metrics(dlib5_eye_centres(pts), truth), None, sec))
+            if dlm is not None:
+                pts, sec = predict(dlm, hog, found)
+                rows.append(row(dname, "dlib-hog (found)", len(found), eye_metrics(dlib5_eye_centres(pts), truth),
+                                None, sec))
             sub = learned_flip[found]
             rows.append(row("learned5 + flip", f"{args.boxes} (same photos)", len(found),
                             eye_metrics(sub, truth), landmark_metrics(sub, truth), float("nan")))
