@@ -8,7 +8,7 @@ import torch
 
 from facemetric.errors import ConfigError
 from facemetric.inference import load_model
-from facemetric.train.checkpoint import load_checkpoint, latest_checkpoint
+from facemetric.train.checkpoint import latest_checkpoint, load_checkpoint
 from facemetric.train.dense_task import resolve_dense_config
 from facemetric.train.tasks import task_of, train_from_config
 from tests.dense.synthetic_parts import make_parts, tiny_config, trained_run
