@@ -207,6 +207,7 @@ def test_detections_equal_opencv(backend, reference, names):
 def test_fused_port_equals_unfused(net, blobs):
     fused = load_res10(fuse=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in (fused.bn1, fused.block64.bn2))
+    assert len(fused.heads) == 6 and len(fused.loc) == 0  # loc + conf as one conv per source
     x = torch.from_numpy(blobs[1][:4])
     with torch.inference_mode():
         loc_a, conf_a = net(x)

@@ -195,6 +195,9 @@ class Res10SSD(nn.Module):
         self.conf = nn.ModuleList(
             _conv(c, a * self.num_classes, 3, 1, 1, bias=True)
             for c, a in zip(channels, anchors, strict=True))
+        self.anchors = tuple(anchors)
+        #: filled by :meth:`fuse`: each source's loc and conf convolutions as one
+        self.heads = nn.ModuleList()
         self.register_buffer("priors", ssd_priors(self.prior_specs, self.input_size), persistent=False)
 
     def sources(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -215,23 +218,39 @@ class Res10SSD(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
         locs, confs = [], []
-        for src, loc, conf in zip(self.sources(x), self.loc, self.conf, strict=True):
-            locs.append(loc(src).permute(0, 2, 3, 1).reshape(b, -1))
-            confs.append(conf(src).permute(0, 2, 3, 1).reshape(b, -1))
+        if len(self.heads):
+            for src, head, a in zip(self.sources(x), self.heads, self.anchors, strict=True):
+                out = head(src)
+                locs.append(out[:, : a * 4].permute(0, 2, 3, 1).reshape(b, -1))
+                confs.append(out[:, a * 4:].permute(0, 2, 3, 1).reshape(b, -1))
+        else:
+            for src, loc, conf in zip(self.sources(x), self.loc, self.conf, strict=True):
+                locs.append(loc(src).permute(0, 2, 3, 1).reshape(b, -1))
+                confs.append(conf(src).permute(0, 2, 3, 1).reshape(b, -1))
         loc_all = torch.cat(locs, 1).view(b, -1, 4)
         conf_all = torch.cat(confs, 1).view(b, -1, self.num_classes)
         return loc_all, conf_all
 
     @torch.no_grad()
     def fuse(self) -> Res10SSD:
-        """Fold every BatchNorm that directly follows a convolution into that convolution
-        (:func:`fuse_conv_bn`; conv1/bn1 and each block's conv1/bn2), in place; returns self.
-        For inference: a fused module is in eval semantics whatever its mode."""
+        """For inference, in place (returns self): fold every BatchNorm that directly follows a
+        convolution into it (:func:`fuse_conv_bn`; conv1/bn1 and each block's conv1/bn2), and
+        run each source's loc and conf heads as one convolution (their output channels
+        concatenated: half the head calls, which matters on the small 5x5 maps). A fused module
+        is in eval semantics whatever its mode."""
+        if len(self.heads):
+            return self
         self.conv1 = fuse_conv_bn(self.conv1, self.bn1)
         self.bn1 = nn.Identity()
         for block in (self.block64, self.block128, self.block256, self.block512):
             block.conv1 = fuse_conv_bn(block.conv1, block.bn2)
             block.bn2 = nn.Identity()
+        for loc, conf in zip(self.loc, self.conf, strict=True):
+            head = _conv(loc.in_channels, loc.out_channels + conf.out_channels, 3, 1, 1, bias=True)
+            head.weight.copy_(torch.cat([loc.weight, conf.weight]))
+            head.bias.copy_(torch.cat([loc.bias, conf.bias]))
+            self.heads.append(head.to(loc.weight.device))
+        self.loc, self.conf = nn.ModuleList(), nn.ModuleList()
         return self
 
 
