@@ -29,9 +29,11 @@ def test_hand_computed():
     assert m["recall_iou50"] == 1 and m["recall_iou70"] == 1
     assert m["mean_iou"] == pytest.approx((1.0 + 0.8) / 2)
     assert (m["no_detection"], m["ignored"], m["faces"], m["detections"]) == (0, 1, 2, 5)
+    assert m["false_positives_per_photo"] == 1.0  # the duplicate (0.8) and the 0.7 box
     m = detection_metrics(DETS, TRUTHS, None, score_threshold=0.65)
     # the 0.3 detection is now a false positive at the end: AP unchanged (recall already 1 before it)
     assert m["recall_iou50"] == 0.5 and m["ap_iou50"] == pytest.approx(0.75)
+    assert m["false_positives_per_photo"] == 1.0  # 0.8 and 0.7 (the 0.3 one is below the threshold)
     m = detection_metrics(DETS, TRUTHS, None, score_threshold=0.95)
     assert m["no_detection"] == 2 and m["recall_iou50"] == 0 and m["mean_iou"] == 0
     assert found_fraction(DETS, 0.75) == 0.5 and found_fraction(DETS, 0.65) == 1

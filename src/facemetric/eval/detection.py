@@ -18,6 +18,8 @@ same coordinates (pixels or relative). IoU is :func:`facemetric.detect.boxes.box
   AP is the area under the precision/recall curve with precision made monotone
   (``p(r) = max_{r' >= r} p(r')``, all points, as VOC 2010+), recall over all labelled faces;
 * ``no_detection``: photos with no detection ``>= score_threshold`` (and its fraction);
+* ``false_positives_per_photo``: detections ``>= score_threshold`` that are false positives by
+  the AP rule above (duplicates included, ignored ones not), per photo;
 * ``photos``, ``faces``, ``detections``, ``ignored``, ``score_threshold``.
 
 :func:`found_fraction` is the share of photos with at least one detection at the operating
@@ -101,7 +103,7 @@ def detection_metrics(
     if len(detections) != len(truths):
         raise ValueError(f"detection_metrics: {len(detections)} detection lists for {len(truths)} photos")
     ignores = list(ignores) if ignores is not None else [None] * len(truths)
-    found50 = found70 = faces = no_detection = ignored = n_det = 0
+    found50 = found70 = faces = no_detection = ignored = n_det = false_positives = 0
     matched_iou: list[float] = []
     scores: list[np.ndarray] = []
     labels: list[np.ndarray] = []
@@ -122,6 +124,7 @@ def detection_metrics(
             matched_iou += [float(v) for v in best[best >= 0.5]]
         photo_labels = _label_photo(det, truth, ignore, 0.5, ignore_iou)
         ignored += int((photo_labels < 0).sum())
+        false_positives += int(((photo_labels == 0) & (det[:, 0] >= score_threshold)).sum())
         scores.append(det[:, 0])
         labels.append(photo_labels)
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
@@ -145,6 +148,7 @@ def detection_metrics(
         "ap_iou50": average_precision(recall, precision) if len(tp) else 0.0,
         "no_detection": no_detection,
         "no_detection_fraction": no_detection / max(photos, 1),
+        "false_positives_per_photo": false_positives / max(photos, 1),
     }
 
 
