@@ -140,7 +140,7 @@ class _ShardedSoftmaxCE(torch.autograd.Function):
 
 @LOSSES.register("partial-fc", "partialfc", "partial_fc")
 class PartialFCLoss(ClassifierLoss):
-    """A margin head with a class-sharded, negative-sampled classifier (module docstring).
+    """Partial FC: a margin head, its classifier sharded by class over ranks, negatives sampled.
 
     ``head``: ``arcface`` (default), ``cosface``, ``combined-margin`` or ``normface`` (or an
     alias); ``head_options`` (``margin``, ``scale``, ``easy_margin``, ``m1``/``m2``/``m3``,
