@@ -3,10 +3,10 @@
 A landmarker takes one RGB photo and the face boxes a detector found in it and returns the
 landmarks of each face::
 
-    >>> from facemetric.align.landmarks import build_landmarker
-    >>> lm = build_landmarker("dlib5-port")
-    >>> pts = lm.predict(image, np.array([[60, 70, 190, 200]]))   # [1, 5, 2] float64 (x, y)
-    >>> lm.layout                                                  # "dlib5"
+    from facemetric.align.landmarks import build_landmarker
+    lm = build_landmarker("dlib5-port")
+    pts = lm.predict(image, np.array([[60, 70, 190, 200]]))   # [1, 5, 2] float64 (x, y)
+    lm.layout                                                  # "dlib5"
 
 Contract of :meth:`Landmarker.predict`:
 
