@@ -97,3 +97,20 @@ def test_shipped_dense_recipes_resolve():
     for p in recipes:
         cfg = resolve_dense_config(p)
         assert cfg["name"] == p.stem and cfg["task"] == "dense"
+
+
+def test_augmentation_warps_photo_and_labels_alike():
+    from facemetric.train.dense_task import augment_batch
+
+    rng = np.random.default_rng(0)
+    blocks = torch.from_numpy(rng.integers(0, 3, (4, 4, 4))).long()
+    labels = blocks.repeat_interleave(6, 1).repeat_interleave(6, 2)  # 6x6 blocks: mostly exact samples
+    x = labels[:, None].float().repeat(1, 3, 1, 1)
+    out = augment_batch({"x": x, "labels": labels}, {"scale": 0.2, "rotate": 15, "shift": 0.1, "color": 0.0}, rng)
+    assert out["labels"].dtype == torch.long and set(out["labels"].unique().tolist()) <= {0, 1, 2}
+    # where the bilinear photo sample is an exact label value, nearest gives the same value
+    exact = (out["x"][:, 0] - out["x"][:, 0].round()).abs() < 1e-4
+    assert exact.float().mean() > 0.3
+    assert torch.equal(out["x"][:, 0].round().long()[exact], out["labels"][exact])
+    with pytest.raises(ConfigError, match=r"^train\.augment\.scale"):
+        resolve_dense_config({"train": {"augment": {"scale": 1.5}}})

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from facemetric.data.face_parts import CLASS_NAMES, FaceParts
@@ -75,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {
         "epochs": 12, "batch_size": 8, "lr": 0.002, "weight_decay": 0.0001, "device": "cpu",
         "threads": None, "flip": True, "keep_checkpoints": 2,
+        "augment": {"scale": 0.0, "rotate": 0.0, "shift": 0.0, "color": 0.0},
     },
 }
 _SECTIONS = {k: set(v) for k, v in DEFAULTS.items() if isinstance(v, dict)}
@@ -128,6 +130,13 @@ def validate_dense(config: dict[str, Any], source: str = "config") -> dict[str, 
         raise ConfigError(f"train.weight_decay: expected a number >= 0{where}, got {t['weight_decay']!r}")
     if t["threads"] is not None:
         t["threads"] = _positive("train.threads", t["threads"], where=where)
+    aug = t["augment"]
+    if not isinstance(aug, dict) or set(aug) - {"scale", "rotate", "shift", "color"}:
+        raise ConfigError(f"train.augment: expected a mapping of scale, rotate, shift, color{where}, got {aug!r}")
+    t["augment"] = {**DEFAULTS["train"]["augment"], **aug}
+    for k, v in t["augment"].items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (k in ("scale", "shift", "color") and v >= 1):
+            raise ConfigError(f"train.augment.{k}: expected a number >= 0 (below 1 for scale, shift, color){where}, got {v!r}")
     for k in ("parse", "edges", "skeleton"):
         if not isinstance(lo[k], (int, float)) or lo[k] < 0:
             raise ConfigError(f"loss.{k}: expected a weight >= 0{where}, got {lo[k]!r}")
@@ -244,7 +253,8 @@ def dense_loss(out: dict[str, Any], batch: dict[str, torch.Tensor], weights: dic
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def _batch(split: DenseSplit, idx: np.ndarray, flip: np.ndarray | None, device: torch.device) -> dict[str, torch.Tensor]:
+def _batch(split: DenseSplit, idx: np.ndarray, flip: np.ndarray | None, device: torch.device,
+           aug: dict[str, float] | None = None, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
     x = normalise(split.images[idx])
     b = {"x": x, "labels": split.labels[idx]}
     for k in ("edges", "skeleton", "scale_class"):
@@ -255,7 +265,34 @@ def _batch(split: DenseSplit, idx: np.ndarray, flip: np.ndarray | None, device: 
         f = torch.from_numpy(flip)
         for k, v in b.items():
             b[k] = torch.where(f.view(-1, *([1] * (v.dim() - 1))), v.flip(-1), v)
+    if aug is not None and rng is not None and any(aug.values()):
+        b = augment_batch(b, aug, rng)
     return {k: v.to(device) for k, v in b.items()}
+
+
+def augment_batch(b: dict[str, torch.Tensor], aug: dict[str, float], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Random similarity warps (zoom ``1 +- scale``, rotation ``+- rotate`` degrees, shift
+    ``+- shift`` of the size) per image: photos bilinear (zeros outside, the normalised mean),
+    label maps and targets nearest with outside = background; then brightness/contrast
+    ``1 +- color`` on the normalised photo."""
+    n = b["x"].shape[0]
+    zoom = 1 + rng.uniform(-aug["scale"], aug["scale"], n)
+    ang = np.deg2rad(rng.uniform(-aug["rotate"], aug["rotate"], n))
+    tx, ty = (rng.uniform(-aug["shift"], aug["shift"], n) * 2 for _ in range(2))
+    cos, sin = np.cos(ang) / zoom, np.sin(ang) / zoom
+    theta = torch.tensor(np.stack([np.stack([cos, -sin, tx], 1), np.stack([sin, cos, ty], 1)], 1), dtype=torch.float32)
+    grid = F.affine_grid(theta, list(b["x"].shape), align_corners=False)
+    out = {"x": F.grid_sample(b["x"], grid, mode="bilinear", padding_mode="zeros", align_corners=False)}
+    for k, v in b.items():
+        if k == "x":
+            continue
+        w = F.grid_sample(v[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        out[k] = w[:, 0].to(v.dtype)
+    if aug["color"]:
+        gain = torch.tensor(1 + rng.uniform(-aug["color"], aug["color"], n), dtype=torch.float32)
+        bias = torch.tensor(rng.uniform(-aug["color"], aug["color"], n), dtype=torch.float32)
+        out["x"] = out["x"] * gain.view(-1, 1, 1, 1) + bias.view(-1, 1, 1, 1)
+    return out
 
 
 @torch.no_grad()
@@ -369,7 +406,7 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
             tic, seen, total = time.time(), 0, 0.0
             for step in range(steps):
                 idx = order[step * t["batch_size"] : (step + 1) * t["batch_size"]]
-                b = _batch(train, idx, None if flips is None else flips[idx], device)
+                b = _batch(train, idx, None if flips is None else flips[idx], device, t["augment"], rng)
                 loss, _parts = dense_loss(net(b["x"]), b, loss_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
