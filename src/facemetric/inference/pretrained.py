@@ -48,8 +48,9 @@ from facemetric.models.dlib_resnet import (
 CACHE_ENV = "FACEMETRIC_CACHE"
 DLIB_MODEL_ENV = "FACEMETRIC_DLIB_MODEL"
 #: Bump when a conversion changes: cached artifacts of older versions are converted again.
-CONVERTER_VERSION = 6  # 2: the card carries the alignment step; 3: select the central face; 4: impostor tail;
-# 5: ported landmarks, fallback decided from the photo; 6: res10 SSD detector (no dlib at run time)
+CONVERTER_VERSION = 7  # 2: the card carries the alignment step; 3: select the central face; 4: impostor tail;
+# 5: ported landmarks, fallback decided from the photo; 6: res10 SSD detector (no dlib at run time);
+# 7: landmark_box keyed by detector name
 
 DLIB_RESNET_V1 = "dlib-resnet-v1"
 DLIB_RESNET_V1_FILE = "dlib_face_recognition_resnet_model_v1.dat"
