@@ -81,7 +81,7 @@ def how_counts(found: dict[str, str]) -> dict[str, int]:
     return out
 
 
-def lfw(embedder, batch: int, limit: int | None) -> dict:
+def lfw(embedder, batch: int, limit: int | None, offset: int = 0) -> dict:
     from facemetric.data.protocols import read_lfw_pairs
     from facemetric.eval.verification import evaluate_verification
 
@@ -89,7 +89,7 @@ def lfw(embedder, batch: int, limit: int | None) -> dict:
     pairs = read_lfw_pairs(root / "pairs.txt", root)
     p1, p2, same, fold = pairs.paths1, pairs.paths2, np.asarray(pairs.issame), np.asarray(pairs.fold)
     if limit:  # a quick look: every k-th pair (folds kept)
-        keep = np.arange(len(p1))[:: max(1, len(p1) // limit)]
+        keep = np.arange(offset, len(p1))[:: max(1, len(p1) // limit)]
         p1, p2 = [p1[i] for i in keep], [p2[i] for i in keep]
         same, fold = same[keep], fold[keep]
     unique = sorted(set(p1) | set(p2))
@@ -125,7 +125,9 @@ def main() -> None:
     ap.add_argument("--configs", default="native,hog-port")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lfw-limit", type=int, default=None, help="use about this many pairs")
+    ap.add_argument("--lfw-offset", type=int, default=0, help="with --lfw-limit: first pair taken")
     ap.add_argument("--skip-lfw", action="store_true")
+    ap.add_argument("--skip-orl", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--learned", default=None, help="ssd-learned: the learned5 model (run dir)")
     args = ap.parse_args()
@@ -147,11 +149,13 @@ def main() -> None:
         except Exception as exc:  # e.g. dlib-bin or the learned model missing here
             print(f"{name}: skipped ({exc})")
             continue
-        r = {"alignment": embedder.aligner.spec, "orl": orl(embedder, args.batch)}
-        print(f"{name}: ORL rank-1 {r['orl']['no_flip']['rank1']:.4f} (flip "
-              f"{r['orl']['flip']['rank1']:.4f}); found {r['orl']['found']}", flush=True)
+        r = {"alignment": embedder.aligner.spec}
+        if not args.skip_orl:
+            r["orl"] = orl(embedder, args.batch)
+            print(f"{name}: ORL rank-1 {r['orl']['no_flip']['rank1']:.4f} (flip "
+                  f"{r['orl']['flip']['rank1']:.4f}); found {r['orl']['found']}", flush=True)
         if not args.skip_lfw:
-            r["lfw"] = lfw(embedder, args.batch, args.lfw_limit)
+            r["lfw"] = lfw(embedder, args.batch, args.lfw_limit, args.lfw_offset)
             lf = r["lfw"]
             print(f"{name}: LFW {lf['pairs']} pairs: accuracy {lf['no_flip']['accuracy']:.4f} "
                   f"± {lf['no_flip']['std']:.4f} (flip {lf['flip']['accuracy']:.4f} ± "
