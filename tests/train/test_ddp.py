@@ -175,3 +175,15 @@ def test_python_dash_m_facemetric_is_the_command_line_torchrun_launches():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "--config" in out.stdout and "--resume" in out.stdout
+
+
+def test_other_tasks_are_refused_under_torchrun(monkeypatch):
+    from facemetric.errors import ConfigError
+    from facemetric.train.tasks import TASKS, train_from_config
+
+    other = next((t for t in TASKS.names() if t != "embedding"), None)
+    if other is None:
+        pytest.skip("no task other than embedding is registered")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=rf"^task: '{other}' trains in one process; under torchrun"):
+        train_from_config({"task": other})

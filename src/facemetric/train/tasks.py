@@ -82,8 +82,16 @@ def train_from_config(
     resume: bool = False,
     progress: bool = True,
 ) -> Any:
-    """Train whatever the recipe's ``task`` names (the API behind ``facemetric train``)."""
-    runner = TASKS.get(task_of(config, overrides, run_dir, resume))
+    """Train whatever the recipe's ``task`` names (the API behind ``facemetric train``).
+    Under torchrun (``WORLD_SIZE > 1``) only the ``embedding`` task trains data-parallel; the
+    others are refused rather than run as N copies writing one run directory."""
+    task = task_of(config, overrides, run_dir, resume)
+    if task != "embedding" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise ConfigError(
+            f"task: {task!r} trains in one process; under torchrun (WORLD_SIZE > 1) only the "
+            "'embedding' task trains data-parallel"
+        )
+    runner = TASKS.get(task)
     return runner(config, overrides=overrides, run_dir=run_dir, resume=resume, progress=progress)
 
 
