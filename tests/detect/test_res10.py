@@ -4,11 +4,14 @@ on the same two files; ``opencv-python-headless<5``, 5.x dropped the Caffe impor
 Parity on 50 photos of lfw-5590 (the first 50 of the ``test`` split), the same 300x300 blob fed
 to both, the port as the ``ssd-res10`` backend runs it (BatchNorms folded into the convolutions,
 channels-last; the unfolded module equals it within float rounding, tested too): the same detections after NMS (one-to-one), boxes within 1e-3 (relative coordinates)
-and scores within 1e-4. The one allowed difference: a detection whose score is within the score
-tolerance of the ``top_k``-th (400th) candidate may be in one list and not the other -- when
-more than 400 boxes pass the 0.01 threshold, which boxes tie for the last places of the
-``top_k`` cut is float rounding (the two implementations sum convolutions in different orders;
-scores agree to ~3e-6, and e.g. two candidates at 0.069614 swap places).
+and scores within 1e-4. The allowed differences are float rounding deciding a tie (the two
+implementations sum the convolutions in different orders; scores agree to ~2e-6): a detection
+whose score is within the tolerance of the ``top_k``-th (400th) candidate may be in one list
+only (when more than 400 boxes pass the 0.01 threshold, two candidates at 0.069614 swap places
+at the cut), and greedy NMS on two overlapping boxes of (nearly) equal score -- e.g. the
+priors along a border, all seeing the same padding -- may keep either, and with it suppress
+different lower boxes (:func:`_tie_explained` checks that trace). On identical raw outputs the
+detection output equals OpenCV's row for row.
 """
 
 from __future__ import annotations
@@ -139,43 +142,60 @@ def test_priors_equal_opencv_priorbox(net, reference, blobs):
     np.testing.assert_allclose(prior_blob[0, 1].reshape(-1, 4)[0], [0.1, 0.1, 0.2, 0.2], atol=1e-7)
 
 
-def test_raw_outputs_equal_opencv(ours, reference, blobs):
-    """loc and softmax(conf) of every prior, before the detection output."""
-    _, ref = reference
-    loc, probs = ours
-    for i in (0, 1, 2):
-        ref.setInput(blobs[1][i:i + 1])
-        ref_loc, ref_conf = ref.forward(["mbox_loc", "mbox_conf_flatten"])
-        np.testing.assert_allclose(loc[i].numpy().ravel(), ref_loc.ravel(), atol=2e-4, rtol=1e-4)
-        np.testing.assert_allclose(probs[i].numpy().ravel(), ref_conf.ravel(), atol=1e-5)
-
-
-def _match(mine: np.ndarray, theirs: np.ndarray, cut: float) -> tuple[int, float, float]:
-    """One-to-one matching of ``(score, x0, y0, x1, y1)`` rows above ``cut`` (see the module
-    docstring); returns (matched, worst box difference, worst score difference)."""
-    a = mine[mine[:, 0] > cut + SCORE_TOL]
-    b = theirs[theirs[:, 0] > cut + SCORE_TOL]
-    # rows within the tolerance of the cut may be on one side only
-    a_all, b_all = mine[mine[:, 0] > cut - SCORE_TOL], theirs[theirs[:, 0] > cut - SCORE_TOL]
-    worst_box = worst_score = 0.0
+def _pair(mine: np.ndarray, theirs: np.ndarray, box_tol: float, score_tol: float):
+    """Greedy one-to-one pairing of ``(score, x0, y0, x1, y1)`` rows (``mine`` in score order,
+    each with the nearest unused row of ``theirs`` within the tolerances): ``(pairs, unmatched
+    rows of mine, unmatched rows of theirs)``."""
     used: set[int] = set()
-    for row in a:
-        diff = np.abs(b_all[:, 1:] - row[1:]).max(axis=1)
-        j = int(np.argmin(diff))
-        assert diff[j] <= BOX_TOL and j not in used, f"detection {row} has no partner"
-        used.add(j)
-        worst_box = max(worst_box, float(diff[j]))
-        worst_score = max(worst_score, abs(float(b_all[j, 0] - row[0])))
-    for row in b:  # and the other way round
-        assert np.abs(a_all[:, 1:] - row[1:]).max(axis=1).min() <= BOX_TOL, f"reference {row} missed"
-    return len(a), worst_box, worst_score
+    pairs, lone = [], []
+    for i, row in enumerate(mine):
+        diff = np.abs(theirs[:, 1:] - row[1:]).max(axis=1) if len(theirs) else np.zeros(0)
+        ok = [j for j in np.argsort(diff) if j not in used and diff[j] <= box_tol
+              and abs(theirs[j, 0] - row[0]) <= score_tol]
+        if ok:
+            used.add(int(ok[0]))
+            pairs.append((i, int(ok[0])))
+        else:
+            lone.append(i)
+    return pairs, mine[lone], theirs[[j for j in range(len(theirs)) if j not in used]]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def _tie_explained(um: np.ndarray, ut: np.ndarray, nms: float) -> None:
+    """Unmatched detections (both sides) are allowed only as the trace of a near-tie in greedy
+    NMS: the highest-scored of them has a partner on the other side within the score tolerance
+    that overlaps it by more than the NMS threshold (the two implementations kept different
+    boxes of the tie), and every one of them overlaps (IoU > nms) an unmatched detection of the
+    other side scoring at least as high (within the tolerance) -- the box that suppressed it
+    there. A wrong NMS threshold, decode or score leaves a detection without such a chain."""
+    top = max([("m", r) for r in um] + [("t", r) for r in ut], key=lambda x: x[1][0])
+    side, row = top
+    other = ut if side == "m" else um
+    near = other[np.abs(other[:, 0] - row[0]) <= SCORE_TOL] if len(other) else other
+    assert len(near) and (_iou(row[None, 1:], near[:, 1:]) > nms).any(), f"{row}: no near-tie"
+    for rows, others in ((um, ut), (ut, um)):
+        for r in rows:
+            higher = others[others[:, 0] >= r[0] - SCORE_TOL] if len(others) else others
+            assert len(higher) and (_iou(r[None, 1:], higher[:, 1:]) > nms).any(), f"{r}: unexplained"
 
 
 def test_detections_equal_opencv(backend, reference, names):
+    """Per photo: (1) loc and softmax(conf) of all 8,892 priors vs OpenCV's; (2) the detection
+    output on OpenCV's own raw outputs equals OpenCV's detection_out row for row (the NMS,
+    decode and top_k semantics on identical inputs); (3) end to end, the same detections after
+    NMS (boxes 1e-3, scores 1e-4), except rows at the top_k cut or traced to a near-tie (see
+    the module docstring and :func:`_tie_explained`)."""
     cv2, ref = reference
     assert backend.detection_output.confidence_threshold == RES10_DETECTION_OUTPUT["confidence_threshold"]
-    top_k = RES10_DETECTION_OUTPUT["top_k"]
-    exact = matched = 0
+    top_k, nms = RES10_DETECTION_OUTPUT["top_k"], RES10_DETECTION_OUTPUT["nms_threshold"]
+    exact = matched = cut_rows = tie_rows = 0
     worst_box = worst_score = 0.0
     for start in range(0, len(names), CHUNK):
         chunk = names[start:start + CHUNK]
@@ -184,24 +204,36 @@ def test_detections_equal_opencv(backend, reference, names):
         dets = backend.detection_output(loc, probs, backend.priors)
         for i, name in enumerate(chunk):
             ref.setInput(x[i:i + 1])
-            theirs = ref.forward()[0, 0]
+            ref_loc, ref_conf, theirs = ref.forward(["mbox_loc", "mbox_conf_flatten", "detection_out"])
+            np.testing.assert_allclose(loc[i].numpy().ravel(), ref_loc.ravel(), atol=2e-4, rtol=1e-4)
+            np.testing.assert_allclose(probs[i].numpy().ravel(), ref_conf.ravel(), atol=1e-5)
+            theirs = theirs[0, 0]
             theirs = theirs[theirs[:, 2] > 0][:, 2:]  # (score, x0, y0, x1, y1); drop empty rows
+            same_in = backend.detection_output(torch.from_numpy(ref_loc).view(1, -1, 4),
+                                               torch.from_numpy(ref_conf).view(1, -1, 2), backend.priors)
+            _, um, ut = _pair(same_in[0][:, 1:].numpy(), theirs, 1e-5, 1e-6)
+            assert len(um) == len(ut) == 0, f"{name}: detection output differs on OpenCV's inputs"
             mine = dets[i][:, 1:].numpy()
+            pairs, um, ut = _pair(mine, theirs, BOX_TOL, SCORE_TOL)
             candidates = torch.sort(probs[i, :, 1], descending=True).values
-            cut = float(candidates[top_k - 1]) if (candidates > 0.01).sum() > top_k else 0.0
-            n, wb, ws = _match(mine, theirs, cut)
-            matched += n
-            worst_box, worst_score = max(worst_box, wb), max(worst_score, ws)
-            assert worst_score <= SCORE_TOL, name
-            if len(mine) == len(theirs):
-                exact += 1
-            else:  # only a top_k cut among near-equal scores may make the lists differ
-                assert cut > 0, name
-            # the face itself: both find it, with the same box
+            if (candidates > 0.01).sum() > top_k:  # rows at the top_k cut may be on one side
+                cut = float(candidates[top_k - 1]) + SCORE_TOL
+                cut_rows += int((um[:, 0] <= cut).sum() + (ut[:, 0] <= cut).sum())
+                um, ut = um[um[:, 0] > cut], ut[ut[:, 0] > cut]
+            if len(um) or len(ut):
+                _tie_explained(um, ut, nms)
+                tie_rows += len(um) + len(ut)
+            matched += len(pairs)
+            exact += not (len(um) or len(ut) or len(mine) != len(theirs))
+            for a, b in pairs:
+                worst_box = max(worst_box, float(np.abs(mine[a, 1:] - theirs[b, 1:]).max()))
+                worst_score = max(worst_score, abs(float(mine[a, 0] - theirs[b, 0])))
+            # the face itself: both find it first, with the same box
             assert mine[0, 0] > 0.5 and np.abs(mine[0, 1:] - theirs[0, 1:]).max() <= BOX_TOL, name
-    assert matched >= len(names)
-    print(f"res10 parity on {len(names)} photos: {matched} detections matched, {exact} lists "
-          f"identical in length, worst box diff {worst_box:.2e}, worst score diff {worst_score:.2e}")
+    assert matched >= len(names) and tie_rows + cut_rows <= 0.01 * matched
+    print(f"res10 parity on {len(names)} photos: {matched} detections matched (worst box diff "
+          f"{worst_box:.2e}, worst score diff {worst_score:.2e}), {exact} photos identical; "
+          f"{tie_rows} rows differ by near-ties in NMS, {cut_rows} at the top_k cut")
 
 
 def test_fused_port_equals_unfused(net, blobs):
