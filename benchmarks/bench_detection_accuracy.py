@@ -151,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.out / "cache"
     res10 = SSDDetector.res10(threshold=0.01, batch_size=32)
     if args.write_ignore:
-        records = read_face_boxes(annotations, split=None if args.ignore_split == "all" else args.ignore_split)
-        dets = cached(cache, "res10", [r.path for r in records], ssd_detect(res10))
+        records, dets = [], []
+        for split in ("train", "test") if args.ignore_split == "all" else (args.ignore_split,):
+            part = read_face_boxes(annotations, split=split)  # cached per split: the test one is the row's
+            records += part
+            dets += cached(cache, "res10", [r.path for r in part], ssd_detect(res10))
         boxes = {}
         for r, d in zip(records, dets, strict=True):
             scale = np.array([r.width, r.height, r.width, r.height], dtype=np.float64)
