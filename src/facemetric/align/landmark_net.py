@@ -2,9 +2,11 @@
 ArcFace points (layout ``"arcface5"``: image-left eye centre, image-right eye centre, nose tip,
 image-left and image-right mouth corner) from a square crop around a detector's face box.
 
->>> from facemetric.align.landmarks import build_landmarker
->>> lm = build_landmarker("learned5", path="runs/landmarks-5point")   # run dir or artifact
->>> pts = lm.predict(image, np.array([[40.0, 50.0, 100.0, 110.0]]))  # [1, 5, 2] (x, y)
+Usage (a code block, not a doctest: it needs a trained run and a photo)::
+
+    from facemetric.align.landmarks import build_landmarker
+    lm = build_landmarker("learned5", path="runs/landmarks-5point")   # run dir or artifact
+    pts = lm.predict(image, np.array([[40.0, 50.0, 100.0, 110.0]]))  # [1, 5, 2] (x, y)
 
 The crop (:func:`crop_matrix`, used by training and inference alike)
 -------------------------------------------------------------------
