@@ -17,6 +17,12 @@
   weight per (class, side) pair, initialised to ``1 / (number of sides that see c)``.
 * ``skel_hed`` -- the HED-style skeleton baseline (HED's head trained on binary skeletons).
 
+Trunks (``trunk`` option): ``vgg`` (:class:`~facemetric.dense.trunk.VGGTrunk`, from scratch;
+``channels``/``convs``) or ``dlib-resnet`` (:class:`~facemetric.dense.trunk.DlibTrunk`, dlib's
+pretrained face ResNet; ``pretrained``, ``freeze_trunk``; ``channels``/``convs`` are not used).
+The dlib trunk carries the ``fcn`` head only: its unpadded downsampling puts the side maps off
+the centred grid the HED/FSDS side upsampling assumes, so those heads are refused for it.
+
 ``forward`` returns a dict of logits at the input size: ``parse [B, C, H, W]``;
 ``edge_sides`` (list of ``[B, 1, H, W]``), ``edge_fuse``; ``skel_sides`` (list of
 ``[B, i + 1, H, W]``), ``skel_fuse [B, M + 1, H, W]``; ``skel_hed_sides``, ``skel_hed_fuse``.
@@ -30,12 +36,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from facemetric.dense.trunk import VGGTrunk
+from facemetric.dense.trunk import DlibTrunk, VGGTrunk
 from facemetric.dense.upsample import BilinearUpsample, crop_offset, crop_to
 from facemetric.errors import ConfigError
 
 HEADS = ("fcn", "hed", "fsds", "skel_hed")
 FCN_VARIANTS = ("32s", "16s", "8s")
+TRUNKS = ("vgg", "dlib-resnet")
 
 
 class FCNHead(nn.Module):
@@ -167,22 +174,35 @@ class DenseNet(nn.Module):
         hed_stages: Sequence[int] = (1, 2, 3, 4, 5),
         fsds_stages: Sequence[int] = (2, 3, 4, 5),
         in_channels: int = 3,
+        trunk: str = "vgg",
+        pretrained: bool = True,
+        freeze_trunk: bool = False,
     ):
         super().__init__()
         heads = [str(h) for h in heads]
         bad = [h for h in heads if h not in HEADS]
         if bad or not heads:
             raise ConfigError(f"model.heads: expected some of {', '.join(HEADS)}, got {heads}")
+        if trunk not in TRUNKS:
+            raise ConfigError(f"model.trunk: expected one of {', '.join(TRUNKS)}, got {trunk!r}")
+        if trunk == "dlib-resnet" and heads != ["fcn"]:
+            raise ConfigError(f"model.heads: the dlib-resnet trunk carries the fcn head only, got {heads}")
         self._options = {
             "heads": heads, "channels": [int(c) for c in channels],
             "convs": convs if isinstance(convs, int) else [int(c) for c in convs],
             "num_classes": int(num_classes), "fcn_variant": str(fcn_variant),
             "fcn_width": int(fcn_width), "dropout": float(dropout),
             "hed_stages": [int(s) for s in hed_stages], "fsds_stages": [int(s) for s in fsds_stages],
-            "in_channels": int(in_channels),
+            "in_channels": int(in_channels), "trunk": str(trunk), "pretrained": bool(pretrained),
+            "freeze_trunk": bool(freeze_trunk),
         }
         self.heads = heads
-        self.trunk = VGGTrunk(channels, convs, in_channels)
+        if trunk == "dlib-resnet":
+            if int(in_channels) != 3:
+                raise ConfigError(f"model.in_channels: the dlib-resnet trunk takes RGB (3), got {in_channels}")
+            self.trunk: VGGTrunk | DlibTrunk = DlibTrunk(bool(pretrained), bool(freeze_trunk))
+        else:
+            self.trunk = VGGTrunk(channels, convs, in_channels)
         n = self.trunk.num_stages
         ch, st = self.trunk.channels, self.trunk.strides()
         # stage lists are checked (and used) only for the heads that use them
@@ -201,6 +221,11 @@ class DenseNet(nn.Module):
 
     def options(self) -> dict[str, Any]:
         return dict(self._options)
+
+    def preprocessing(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """The trunk's own ``(mean, std)`` on 0..1 RGB (dlib's), or None (ImageNet's)."""
+        mean, std = getattr(self.trunk, "mean", None), getattr(self.trunk, "std", None)
+        return None if mean is None or std is None else (tuple(mean), tuple(std))
 
     def fsds_receptive_fields(self) -> list[int]:
         """Receptive fields of the FSDS side outputs (what :func:`quantise_scales` needs)."""
@@ -223,4 +248,4 @@ class DenseNet(nn.Module):
         return out
 
 
-__all__ = ["FCN_VARIANTS", "HEADS", "DenseNet", "FCNHead", "FSDSHead", "HEDHead", "crop_offset"]
+__all__ = ["FCN_VARIANTS", "HEADS", "TRUNKS", "DenseNet", "FCNHead", "FSDSHead", "HEDHead", "crop_offset"]

@@ -38,14 +38,16 @@ CARD_KIND = "dense"
 def dense_card(net: DenseNet, input_size: Sequence[int] = (128, 128),
                class_names: Sequence[str] = ("background", "skin", "hair"),
                **extra: Any) -> dict[str, Any]:
-    """The model-card fields of a dense model (``kind``, ``backbone``, ``preprocessing``)."""
+    """The model-card fields of a dense model (``kind``, ``backbone``, ``preprocessing``:
+    ImageNet's mean/std, or the trunk's own, e.g. dlib's, :meth:`DenseNet.preprocessing`)."""
+    mean, std = net.preprocessing() or (IMAGENET_MEAN, IMAGENET_STD)
     return {
         "kind": CARD_KIND,
-        "backbone": {"name": "dense-vgg", "options": net.options()},
+        "backbone": {"name": f"dense-{net.options().get('trunk', 'vgg')}", "options": net.options()},
         "embedding_dim": 0,
         "preprocessing": {
             "input_size": [int(input_size[0]), int(input_size[1])],
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "color": "RGB",
+            "mean": list(mean), "std": list(std), "color": "RGB",
         },
         "class_names": list(class_names),
         "fsds_receptive_fields": net.fsds_receptive_fields(),
@@ -172,8 +174,11 @@ class DenseModel:
 
 def dense_model_from_state(card: dict[str, Any], state: dict[str, Tensor],
                            device: str | torch.device = "cpu", where: str = "model") -> DenseModel:
-    """Rebuild a :class:`DenseModel` from a card and its weights (one-line errors)."""
-    opts = (card.get("backbone") or {}).get("options") or {}
+    """Rebuild a :class:`DenseModel` from a card and its weights (one-line errors). A
+    pretrained trunk is built empty: the artifact's weights replace it."""
+    opts = dict((card.get("backbone") or {}).get("options") or {})
+    if opts.get("pretrained"):
+        opts["pretrained"] = False
     try:
         net = DenseNet(**opts)
     except TypeError as exc:

@@ -71,11 +71,12 @@ DEFAULTS: dict[str, Any] = {
         "heads": ["fcn"], "channels": [16, 32, 64, 96, 128], "convs": 2, "num_classes": 3,
         "fcn_variant": "8s", "fcn_width": 128, "dropout": 0.0,
         "hed_stages": [1, 2, 3, 4, 5], "fsds_stages": [2, 3, 4, 5],
+        "trunk": "vgg", "pretrained": True, "freeze_trunk": False,
     },
     "loss": {"parse": 1.0, "edges": 1.0, "skeleton": 1.0, "reduction": "mean", "class_weights": None},
     "train": {
         "epochs": 12, "batch_size": 8, "lr": 0.002, "weight_decay": 0.0001, "device": "cpu",
-        "threads": None, "flip": True, "keep_checkpoints": 2,
+        "threads": None, "flip": True, "keep_checkpoints": 2, "trunk_lr_scale": 1.0,
         "augment": {"scale": 0.0, "rotate": 0.0, "shift": 0.0, "color": 0.0},
     },
 }
@@ -126,6 +127,7 @@ def validate_dense(config: dict[str, Any], source: str = "config") -> dict[str, 
     for k in ("epochs", "batch_size"):
         t[k] = _positive(f"train.{k}", t[k], where=where)
     t["lr"] = _positive("train.lr", t["lr"], float, where)
+    t["trunk_lr_scale"] = _positive("train.trunk_lr_scale", t["trunk_lr_scale"], float, where)
     if not isinstance(t["weight_decay"], (int, float)) or t["weight_decay"] < 0:
         raise ConfigError(f"train.weight_decay: expected a number >= 0{where}, got {t['weight_decay']!r}")
     if t["threads"] is not None:
@@ -254,8 +256,9 @@ def dense_loss(out: dict[str, Any], batch: dict[str, torch.Tensor], weights: dic
 
 
 def _batch(split: DenseSplit, idx: np.ndarray, flip: np.ndarray | None, device: torch.device,
-           aug: dict[str, float] | None = None, rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
-    x = normalise(split.images[idx])
+           aug: dict[str, float] | None = None, rng: np.random.Generator | None = None,
+           norm: tuple[Any, Any] | None = None) -> dict[str, torch.Tensor]:
+    x = normalise(split.images[idx], *norm) if norm else normalise(split.images[idx])
     b = {"x": x, "labels": split.labels[idx]}
     for k in ("edges", "skeleton", "scale_class"):
         v = getattr(split, k)
@@ -303,7 +306,7 @@ def evaluate_split(net: DenseNet, split: DenseSplit, card: dict[str, Any], weigh
     total, n = 0.0, 0
     for s in range(0, len(split), batch_size):
         idx = np.arange(s, min(s + batch_size, len(split)))
-        b = _batch(split, idx, None, device)
+        b = _batch(split, idx, None, device, norm=net.preprocessing())
         loss, _ = dense_loss(net(b["x"]), b, weights)
         total += float(loss) * len(idx)
         n += len(idx)
@@ -380,11 +383,18 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
                                                  int(config["model"]["num_classes"]))
     card = dense_card(net, d["input_size"], CLASS_NAMES, training_data={
         "root": d["root"], "train_images": len(splits["train"])})
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    # train.trunk_lr_scale: the trunk's learning rate relative to train.lr (fine-tuning a
+    # pretrained trunk more gently than the new layers)
+    trunk_ids = {id(p) for p in net.trunk.parameters()}
+    groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in trunk_ids],
+               "lr": t["lr"]},
+              {"params": [p for p in net.trunk.parameters() if p.requires_grad],
+               "lr": t["lr"] * t["trunk_lr_scale"]}]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.Adam(groups, lr=t["lr"], weight_decay=t["weight_decay"])
     train = splits["train"]
     steps = math.ceil(len(train) / t["batch_size"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=t["lr"], total_steps=t["epochs"] * steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=t["epochs"] * steps, pct_start=0.1)
     start = 0
     ckpt = latest_checkpoint(rd.checkpoints) if resume else None
     if ckpt is not None:
@@ -406,7 +416,8 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
             tic, seen, total = time.time(), 0, 0.0
             for step in range(steps):
                 idx = order[step * t["batch_size"] : (step + 1) * t["batch_size"]]
-                b = _batch(train, idx, None if flips is None else flips[idx], device, t["augment"], rng)
+                b = _batch(train, idx, None if flips is None else flips[idx], device, t["augment"], rng,
+                           norm=net.preprocessing())
                 loss, _parts = dense_loss(net(b["x"]), b, loss_weights)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
