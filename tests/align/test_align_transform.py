@@ -105,7 +105,12 @@ def test_warp_is_bilinear_with_pixel_centres_at_integers(backend):
     ref = sample_bilinear(img, invert_affine(m), 40, 50).astype(int)  # truncated bilinear
     inside = ref.sum(axis=2) > 0
     diff = np.abs(out - ref)[inside]
-    assert diff.max() <= 1  # rounding conventions differ by at most one grey level
+    if backend == "pil":
+        assert diff.max() <= 1  # rounding conventions differ by at most one grey level
+    else:
+        # cv2.warpAffine quantises sample positions to 1/32 pixel (INTER_BITS = 5): on this
+        # image's steepest steps that moves a value by a few grey levels, never by a pixel
+        assert diff.max() <= 8 and diff.mean() < 1.0
 
 
 def test_warp_antialias_keeps_geometry():
