@@ -62,6 +62,10 @@ ALLOWED_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("facemetric.cli.dense_commands", "facemetric.eval.skin_quality"): "CLI lazy command body",
     ("facemetric.cli.detect_commands", "facemetric.align"): "CLI lazy command body (the detectors import torch)",
     ("facemetric.cli.detect_commands", "facemetric.report.detection_html"): "CLI lazy command body",
+    ("facemetric.cli.detect_commands", "facemetric.align.chips"): "CLI lazy command body (the detectors import torch)",
+    ("facemetric.cli.detect_commands", "facemetric.align.fallback"): "CLI lazy command body",
+    ("facemetric.cli.detect_commands", "facemetric.align.landmarks"): "CLI lazy command body",
+    ("facemetric.cli.detect_commands", "facemetric.inference.pretrained"): "CLI lazy command body (the card's landmark boxes)",
 }
 
 

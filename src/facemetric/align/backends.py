@@ -29,6 +29,9 @@ class Detector(ABC):
     "no face")."""
 
     name: str = ""
+    #: False for detectors that find boxes only and place landmarks only when given a landmark
+    #: model (``landmarks=``, the SSDs); :func:`facemetric.align.align_faces` then gives one
+    gives_landmarks: bool = True
 
     @abstractmethod
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from facemetric.align.backends import CenterBoxDetector, Detector, build_detector
+from facemetric.align.backends import DETECTORS, CenterBoxDetector, Detector, build_detector
 from facemetric.align.dlib_geometry import chip_details, extract_chip
 from facemetric.align.images import ImageInput, to_rgb, to_rgb_batch
 from facemetric.align.templates import arcface_points, check_landmarks, dlib_chip_points
@@ -81,11 +81,17 @@ def align_faces(
     fallback: str | CenterBoxDetector | None = "center-box",
     size: int | None = None,
     padding: float = 0.25,
+    landmarks: str | None = "auto",
 ) -> list[AlignedResult]:
     """Detect and align the faces of a batch of images (paths, PIL images or uint8 arrays;
     one image is a batch of one). One :class:`AlignedResult` per image, in order.
 
-    ``detector``: a registered name (``"dlib-hog"``, ``"center"``) or a :class:`Detector`.
+    ``detector``: a registered name (``"dlib-hog"``, ``"center"``, ``"ssd-res10"``, ``"ssd"``)
+    or a :class:`Detector`. ``landmarks``: for a detector named here that finds boxes only (the
+    SSDs), the landmark model placing points in each box
+    (:data:`facemetric.align.landmarks.LANDMARKERS`; ``"auto"``: ``"dlib5-port"``, dlib's
+    5-point predictor run natively; ``None``: none — chips then need a detector that gives
+    landmarks). Ignored for a :class:`Detector` instance (build it with its own landmarks).
     ``template``: ``"dlib-150"`` (dlib's chip, ``size`` 150 and ``padding`` by default, what
     dlib's recognition model expects) or ``"arcface-112"`` (``size`` 112). ``all_faces``: a chip
     for every face (largest first) instead of the largest only. ``fallback``: when the detector
@@ -107,7 +113,7 @@ def align_faces(
         raise ConfigError(
             f"fallback {fallback!r}; expected 'center-box', a CenterBoxDetector or None"
         )
-    det = build_detector(detector)
+    det = build_detector(detector, **_landmark_option(detector, landmarks))
     arrays = to_rgb_batch(images)
     found = det.detect(arrays)
     if len(found) != len(arrays):
@@ -122,6 +128,16 @@ def align_faces(
         chips = [make_chip(img, f, template, size, padding) for f in chosen]
         results.append(AlignedResult(chips, list(faces), used, (img.shape[0], img.shape[1])))
     return results
+
+
+def _landmark_option(detector: str | Detector, landmarks: str | None) -> dict[str, Any]:
+    """``{"landmarks": name}`` for a detector name whose factory places landmarks on request."""
+    if isinstance(detector, Detector) or landmarks is None:
+        return {}
+    factory = DETECTORS.get(detector)
+    if getattr(factory, "gives_landmarks", True):
+        return {}  # a detector with landmarks of its own (dlib-hog: its 5/68-point option)
+    return {"landmarks": "dlib5-port" if landmarks == "auto" else landmarks}
 
 
 def align_face(

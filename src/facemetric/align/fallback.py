@@ -276,6 +276,28 @@ class FallbackPolicy:
         return results
 
 
+class PolicyDetector(Detector):
+    """A :class:`Detector` that answers with the one face :class:`FallbackPolicy` takes from each
+    photo (an empty list for ``how == "none"``): ``detector`` finds, ``landmarker`` (optional)
+    places the landmarks, ``policy`` decides; the face's ``source`` says how it was found
+    (``"detector"``, ``"detector-padded"``, ``"whole-photo"``, ``"center-box"``). What
+    ``facemetric align`` uses unless ``--all-faces``."""
+
+    def __init__(self, detector: Detector, landmarker: Landmarker | None = None,
+                 policy: FallbackPolicy | None = None):
+        self.detector = detector
+        self.landmarker = landmarker
+        self.policy = policy or FallbackPolicy()
+        self.name = f"policy({getattr(detector, 'name', '') or type(detector).__name__})"
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        found = self.policy.find(list(images), self.detector, self.landmarker)
+        return [[] if r.face is None else [r.face] for r in found]
+
+    def __repr__(self) -> str:
+        return f"PolicyDetector({self.detector!r}, {self.landmarker!r}, {self.policy!r})"
+
+
 def find_faces(
     images: Sequence[np.ndarray],
     detector: Detector,
@@ -289,6 +311,7 @@ def find_faces(
 __all__ = [
     "HOW",
     "FallbackPolicy",
+    "PolicyDetector",
     "FoundFace",
     "find_faces",
     "inside_fraction",

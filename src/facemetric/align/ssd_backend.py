@@ -49,6 +49,7 @@ def _faces(found: SSDDetections, image: np.ndarray, landmarker: Landmarker | Non
 
 
 class _SSDBackend(Detector):
+    gives_landmarks = False  # boxes only; a landmark model places points when given
     _ssd: SSDDetector
     _landmarker: Landmarker | None = None
 

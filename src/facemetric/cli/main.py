@@ -31,10 +31,15 @@ from typing import Any
 
 import typer
 
-from facemetric.cli import embedding_commands, gallery_commands, model_commands, serve_commands
-from facemetric.cli import export_commands
-from facemetric.cli import dense_commands
-from facemetric.cli import detect_commands
+from facemetric.cli import (
+    dense_commands,
+    detect_commands,
+    embedding_commands,
+    export_commands,
+    gallery_commands,
+    model_commands,
+    serve_commands,
+)
 from facemetric.cli.options import display_path
 from facemetric.errors import FacemetricError
 
@@ -106,6 +111,7 @@ _register(app, "losses", model_commands.losses)
 _register(app, "export", export_commands.export)
 _register(app, "serve", serve_commands.serve)
 _register(app, "detect", detect_commands.detect)
+_register(app, "align", detect_commands.align)
 _register(app, "parse", dense_commands.parse)
 _register(app, "eval-dense", dense_commands.eval_dense)
 _register(app, "skin-quality", dense_commands.skin_quality)

@@ -12,11 +12,15 @@ runs any detector with ``detect(list of RGB uint8 arrays) -> list of faces per p
 * ``detections.json``: ``{"detector", "settings", "counts": {"photos", "with_faces", "faces",
   "skipped"}, "seconds", "photos_per_second", "photos": [{"path", "width", "height", "faces":
   [{"box": [x0, y0, x1, y1] (pixels, x1/y1 exclusive), "score", "landmarks" (when the
-  detector gives them: [[x, y], ...]), "layout"}], "image"}], "skipped": {path: reason}}``;
+  detector gives them: [[x, y], ...]), "layout", "source" (only for a face not found by the detector itself, see
+  :mod:`facemetric.align.fallback`)}], "image"}], "skipped": {path: reason}}``;
 * ``images/NNNNNN.jpg``: each photo (longer side at most ``image_size`` px) with its boxes
   (green, score above the box) and landmarks (red dots) drawn;
 * ``index.html``: the annotated photos in a grid, each with its name and scores, largest
-  face first; the skipped photos with their reasons.
+  face first; the skipped photos with their reasons;
+* with ``chip`` (a function ``(photo RGB uint8, face) -> chip RGB uint8``, e.g. an alignment
+  template: ``facemetric align``): ``chips/NNNNNN_K.png``, the aligned chip of face ``K`` of
+  photo ``NNNNNN``, named by the face's ``"chip"`` entry in the JSON and shown on the page.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,7 @@ __all__ = ["DetectionJob", "collect_photos", "detect_photos", "draw_faces", "wri
 
 IMAGE_SIZE = 480
 _IMAGE_NAME = re.compile(r"^\d{6}\.jpg$")
+_CHIP_NAME = re.compile(r"^\d{6}_\d+\.png$")
 
 
 def collect_photos(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], dict[str, str]]:
@@ -106,6 +111,8 @@ class DetectionJob:
 def _face_json(face: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"box": [round(float(v), 2) for v in face.box],
                            "score": round(float(face.score), 6)}
+    if getattr(face, "source", "detector") != "detector":  # a fallback: how it was found
+        out["source"] = face.source
     if getattr(face, "landmarks", None) is not None:
         out["landmarks"] = [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks]
         out["layout"] = face.layout
@@ -149,6 +156,7 @@ def detect_photos(
     settings: dict[str, Any] | None = None,
     html_page: bool = True,
     progress: bool = True,
+    chip: Callable[[np.ndarray, Any], np.ndarray] | None = None,
 ) -> DetectionJob:
     """Detect faces in ``photos`` (see the module docstring); returns the :class:`DetectionJob`
     after writing ``out/detections.json`` (and ``out/index.html`` + ``out/images/`` with
@@ -160,7 +168,9 @@ def detect_photos(
         raise FacemetricError(f"{display_path(out)}: --out exists and is not a folder")
     job = DetectionJob(skipped=dict(skipped or {}))
     images_dir = out / "images"
+    chips_dir = out / "chips"
     written: set[str] = set()
+    chips_written: set[str] = set()
     columns = (TextColumn("detecting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     start = time.perf_counter()
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar:
@@ -180,6 +190,13 @@ def detect_photos(
                     "path": display_path(path), "width": int(image.shape[1]),
                     "height": int(image.shape[0]), "faces": [_face_json(f) for f in faces],
                 }
+                if chip is not None:
+                    for k, (face, entry) in enumerate(zip(faces, record["faces"], strict=True)):
+                        name = f"{len(job.records):06d}_{k}.png"
+                        pic = Image.fromarray(chip(image, face))
+                        atomic_write(chips_dir / name, lambda fh, pic=pic: pic.save(fh, "PNG"))
+                        chips_written.add(name)
+                        entry["chip"] = f"chips/{name}"
                 if html_page:
                     name = f"{len(job.records):06d}.jpg"
                     pic = draw_faces(image, record["faces"])
@@ -196,6 +213,10 @@ def detect_photos(
     if html_page and images_dir.is_dir():  # drawings of an earlier run with more photos
         for entry in os.scandir(images_dir):
             if _IMAGE_NAME.match(entry.name) and entry.name not in written:
+                os.unlink(entry.path)
+    if chip is not None and chips_dir.is_dir():  # chips of an earlier run with more faces
+        for entry in os.scandir(chips_dir):
+            if _CHIP_NAME.match(entry.name) and entry.name not in chips_written:
                 os.unlink(entry.path)
     report = {
         "detector": repr(detector),
@@ -220,8 +241,10 @@ def write_detection_page(path: str | os.PathLike, report: dict[str, Any], title:
         name = html.escape(r["path"])
         scores = ", ".join(f"{f['score']:.2f}" for f in r["faces"]) or "no face"
         cls = "" if r["faces"] else ' class="none"'
+        chips = "".join(f'<img class="chip" src="{html.escape(f["chip"])}" alt="chip {k}">'
+                        for k, f in enumerate(r["faces"]) if "chip" in f)
         cells.append(
-            f'<figure{cls}><img src="{html.escape(r["image"])}" alt="{name}" title="{name}">'
+            f'<figure{cls}><img src="{html.escape(r["image"])}" alt="{name}" title="{name}">{chips}'
             f"<figcaption>{name}<br>{len(r['faces'])} face(s): {html.escape(scores)}</figcaption></figure>"
         )
     skipped = "".join(f"<li>{html.escape(p)}: {html.escape(why)}</li>" for p, why in report["skipped"].items())
@@ -235,6 +258,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 figure {{ margin: 0; max-width: 320px; text-align: center; }}
 figure img {{ max-width: 320px; max-height: 320px; }}
 figure.none img {{ outline: 3px solid #d33; }}
+figure img.chip {{ width: 96px; height: 96px; margin: 2px; }}
 figcaption {{ font-size: 0.7em; overflow-wrap: anywhere; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
