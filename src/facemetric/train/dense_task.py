@@ -19,10 +19,12 @@ Recipe keys (defaults in :data:`DEFAULTS`)::
     name: dense-fcn8s
     seed: 0
     data:  {root: ../../shared/data/lfw-parts, input_size: 128, limit: null}
-    model: {heads: [fcn], channels: [16, 32, 64, 96, 128], convs: 2, fcn_variant: 8s, ...}
+    model: {heads: [fcn], channels: [16, 32, 64, 96, 128], convs: 2, fcn_variant: 8s, ...,
+            trunk: vgg, pretrained: true, freeze_trunk: false}   # trunk: vgg or dlib-resnet
     loss:  {parse: 1.0, edges: 1.0, skeleton: 1.0, reduction: mean}
     train: {epochs: 12, batch_size: 8, lr: 0.002, weight_decay: 0.0001, device: cpu,
-            threads: null, flip: true, keep_checkpoints: 2}
+            threads: null, flip: true, keep_checkpoints: 2,
+            trunk_lr_scale: 1.0}   # the trunk's lr = train.lr x trunk_lr_scale
 """
 
 from __future__ import annotations
