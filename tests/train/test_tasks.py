@@ -38,3 +38,23 @@ def test_dispatch_calls_the_registered_runner(monkeypatch):
     monkeypatch.setitem(TASKS._items, "fake-task", fake)
     assert train_from_config({"task": "fake-task"}, overrides=["a=1"]) == "ran"
     assert seen == {"config": {"task": "fake-task"}, "overrides": ["a=1"], "resume": False}
+
+
+def test_task_runners_share_the_run_helpers(tmp_path):
+    import math
+
+    from facemetric.train.run_dir import default_run_path, saved_config
+    from facemetric.train.schedules import warmup_cosine_lr
+
+    with pytest.raises(ConfigError, match=r"^resume: .* is not a run directory \(no config.yaml\)$"):
+        saved_config(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    assert saved_config(tmp_path) == tmp_path / "config.yaml"
+    assert default_run_path("ssd", tmp_path).parent == tmp_path
+    assert default_run_path("ssd").name.startswith("ssd-")
+    # warm-up: linear to base; then half a cosine to 0 at the end
+    assert warmup_cosine_lr(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert warmup_cosine_lr(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert warmup_cosine_lr(10, 100, 10, 1.0) == pytest.approx(1.0)
+    assert warmup_cosine_lr(55, 100, 10, 1.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert warmup_cosine_lr(100, 100, 10, 1.0) == pytest.approx(0.0, abs=1e-12)

@@ -60,7 +60,7 @@ from facemetric.train.checkpoint import (
 )
 from facemetric.train.config import apply_overrides, read_yaml
 from facemetric.train.progress import TrainProgress
-from facemetric.train.run_dir import RunDir
+from facemetric.train.run_dir import RunDir, default_run_path, saved_config
 from facemetric.train.seed import rng_state, seed_everything, set_rng_state
 from facemetric.train.trainer import resolve_device
 
@@ -361,13 +361,11 @@ def run_dense(config: dict[str, Any] | str | os.PathLike | None = None, override
     """Train a dense model (module docstring); the runner of task ``dense``."""
     overrides = [o for o in (overrides or []) if o.partition("=")[0].strip() != "task"]
     if resume:
-        if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
-            raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
-        config = resolve_dense_config(Path(run_dir) / "config.yaml", overrides)
+        config = resolve_dense_config(saved_config(run_dir), overrides)
     else:
         config = resolve_dense_config(config, overrides)
     if run_dir is None:
-        run_dir = Path("runs") / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = default_run_path(config["name"])
     t, d = config["train"], config["data"]
     device = resolve_device(str(t["device"]))
     if t["threads"]:

@@ -75,7 +75,8 @@ from facemetric.train.checkpoint import (
 )
 from facemetric.train.config import apply_overrides, read_yaml
 from facemetric.train.progress import TrainProgress
-from facemetric.train.run_dir import RunDir
+from facemetric.train.run_dir import RunDir, default_run_path, saved_config
+from facemetric.train.schedules import warmup_cosine_lr
 from facemetric.train.trainer import resolve_device
 
 __all__ = ["DEFAULTS", "DetectionTrainResult", "load_detection_config", "run_detection_task"]
@@ -395,13 +396,6 @@ class DetectionTrainResult:
                 f"without a detection")
 
 
-def _lr_at(step: float, total: float, warmup: float, base: float) -> float:
-    if warmup > 0 and step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1.0)
-    return base * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-
 def _freeze_bn(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -417,12 +411,10 @@ def run_detection_task(
 ) -> DetectionTrainResult:
     """Train an SSD face detector (the ``detection`` task; see the module docstring)."""
     if resume:
-        if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
-            raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
-        config = Path(run_dir) / "config.yaml"
+        config = saved_config(run_dir)
     cfg = load_detection_config(config, overrides)
     if run_dir is None:
-        run_dir = Path("runs") / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = default_run_path(cfg['name'])
     rd = RunDir(run_dir)
     data_cfg, train_cfg, aug_cfg = cfg["data"], cfg["train"], cfg["augment"]
     seed = int(cfg["seed"])
@@ -501,7 +493,7 @@ def run_detection_task(
             totals = {"loss": 0.0, "loc_loss": 0.0, "conf_loss": 0.0, "positives": 0}
             started = time.perf_counter()
             for step, (x, loc_t, conf_t) in enumerate(loader):
-                lr = _lr_at(epoch * steps + step, epochs * steps, warmup, opt_cfg["lr"])
+                lr = warmup_cosine_lr(epoch * steps + step, epochs * steps, warmup, opt_cfg["lr"])
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 x, loc_t, conf_t = x.to(device), loc_t.to(device), conf_t.to(device)

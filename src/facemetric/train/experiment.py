@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from facemetric.train.config import component_errors, load_config, options, reso
 from facemetric.train.data_sources import DATA_SOURCES, DataBundle
 from facemetric.train.ema import ModelEMA
 from facemetric.train.optim import build_optimizer
-from facemetric.train.run_dir import RunDir
+from facemetric.train.run_dir import RunDir, default_run_path, saved_config
 from facemetric.train.schedules import build_scheduler, schedule_file_stop_epoch
 from facemetric.train.seed import seed_everything
 from facemetric.train.trainer import Trainer, resolve_device
@@ -73,7 +72,7 @@ def _factory(registry: Registry[Any], name: str) -> Any:
 
 
 def default_run_dir(config: dict[str, Any], root: str | os.PathLike = "runs") -> Path:
-    return Path(root) / f"{config['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return default_run_path(config["name"], root)
 
 
 def _model_options(model_cfg: dict[str, Any], data: DataBundle) -> dict[str, Any]:
@@ -329,9 +328,7 @@ def run_experiment(
     default name) is the same on every rank.
     """
     if resume:
-        if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
-            raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
-        config = load_config(Path(run_dir) / "config.yaml", overrides)
+        config = load_config(saved_config(run_dir), overrides)
     elif isinstance(config, dict):
         config = resolve_config(config, overrides)  # relative paths: the working directory
     else:

@@ -80,7 +80,8 @@ from facemetric.train.checkpoint import (
 )
 from facemetric.train.config import apply_overrides, read_yaml
 from facemetric.train.progress import TrainProgress
-from facemetric.train.run_dir import RunDir
+from facemetric.train.run_dir import RunDir, default_run_path, saved_config
+from facemetric.train.schedules import warmup_cosine_lr
 from facemetric.train.trainer import resolve_device
 
 DEFAULTS: dict[str, Any] = {
@@ -539,13 +540,6 @@ class LandmarkTrainResult:
                 f"{t['eyes']['nme']:.4f} (failure {t['eyes']['failure_rate']:.4f}), {t['faces']} faces")
 
 
-def _lr_at(step: float, total: float, warmup: float, base: float) -> float:
-    if warmup > 0 and step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1.0)
-    return base * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-
-
 def run_landmark_task(
     config: dict[str, Any] | str | os.PathLike | None = None,
     overrides: list[str] | None = None,
@@ -555,12 +549,10 @@ def run_landmark_task(
 ) -> LandmarkTrainResult:
     """Train the 5-point landmark model (the ``landmarks`` task; see the module docstring)."""
     if resume:
-        if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
-            raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
-        config = Path(run_dir) / "config.yaml"
+        config = saved_config(run_dir)
     cfg = load_landmark_config(config, overrides)
     if run_dir is None:
-        run_dir = Path("runs") / f"{cfg['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = default_run_path(cfg['name'])
     rd = RunDir(run_dir)
     data_cfg, model_cfg, train_cfg = cfg["data"], cfg["model"], cfg["train"]
     cache_dir = Path(data_cfg["cache_dir"]) if data_cfg["cache_dir"] else rd.path / "cache"
@@ -633,7 +625,7 @@ def run_landmark_task(
                 crops, targets = make_batch(train, idx, size, margin, cfg["augment"], rng)
                 x = _color_jitter(normalise_crops(crops), float(cfg["augment"]["color"]), gen).to(device)
                 y = torch.as_tensor(targets, dtype=torch.float32, device=device)
-                lr = _lr_at(epoch * steps + step, epochs * steps,
+                lr = warmup_cosine_lr(epoch * steps + step, epochs * steps,
                             float(cfg["schedule"]["warmup_epochs"]) * steps, float(cfg["optimizer"]["lr"]))
                 for group in optimizer.param_groups:
                     group["lr"] = lr

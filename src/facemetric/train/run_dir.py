@@ -21,7 +21,21 @@ from typing import Any
 
 import yaml
 
+from facemetric.errors import ConfigError
 from facemetric.io import atomic_write_bytes, git_revision
+
+
+def saved_config(run_dir: str | os.PathLike | None) -> Path:
+    """The ``config.yaml`` a run directory saved (what ``--resume`` trains on), or a one-line
+    ConfigError when ``run_dir`` is not a run directory."""
+    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+        raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
+    return Path(run_dir) / "config.yaml"
+
+
+def default_run_path(name: str, root: str | os.PathLike = "runs") -> Path:
+    """``<root>/<name>-<YYYYmmdd-HHMMSS>``: a new run's folder when none is given."""
+    return Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class RunDir:

@@ -189,6 +189,17 @@ def _cosine(steps_per_epoch: int, epochs: int, warmup_steps: int,
     return lr_at
 
 
+def warmup_cosine_lr(step: float, total: float, warmup: float, base: float) -> float:
+    """The per-step rate of the task runners (detection, landmarks): a linear warm-up
+    ``base * (step + 1) / warmup`` for ``step < warmup``, then
+    ``base * (1 + cos(pi * t)) / 2`` with ``t = (step - warmup) / (total - warmup)`` clipped to
+    [0, 1]."""
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1.0)
+    return base * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
 @SCHEDULES.register("file", "facenet")
 def _file(steps_per_epoch: int, epochs: int, warmup_steps: int,
           path: str | os.PathLike[str] | None = None) -> LrFunction:
