@@ -204,8 +204,9 @@ def verify(
         line += f" ({which}: no face detected, centre-box fallback)"
     elif aligner is not None and aligner.counts["center_box"]:
         line += f" ({aligner.counts['center_box']} photo(s): no face detected, centre-box fallback)"
-    other = {n: f["how"] for n, f in zip("AB", result.get("found", {}).values(), strict=True)
-             if f["how"] not in ("detected", "center-box")}
+    found = result.get("found") or {}  # absent for models that do not align photos
+    other = {n: found[k]["how"] for n, k in (("A", "a"), ("B", "b"))
+             if k in found and found[k]["how"] not in ("detected", "center-box")}
     if other:
         line += " (" + ", ".join(f"photo {n}: {how}" for n, how in other.items()) + ")"
     typer.echo(line)
