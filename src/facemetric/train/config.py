@@ -28,7 +28,7 @@ import copy
 import inspect
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -248,14 +248,17 @@ def _looks_like_path(section: str, key: str, value: str) -> bool:
     return os.sep in value or "/" in value or value.startswith(("~", ".", "$"))
 
 
-def resolve_paths(config: dict[str, Any], base: str | os.PathLike) -> dict[str, Any]:
-    """Make the :data:`PATH_KEYS` of ``config`` absolute: ``~`` and ``$VARS`` expanded, then
-    joined to ``base`` (and normalised, symlinks kept). Lists (``data.people: [a, b]``) and
-    non-path values (``model.pretrained: dlib-resnet-v1``) are left alone. Returns a copy."""
+def resolve_paths(
+    config: dict[str, Any], base: str | os.PathLike, keys: Iterable[tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """Make the path options ``keys`` (default :data:`PATH_KEYS`; the other task runners pass
+    their own) of ``config`` absolute: ``~`` and ``$VARS`` expanded, then joined to ``base``
+    (and normalised, symlinks kept). Lists (``data.people: [a, b]``), empty values and non-path
+    values (``model.pretrained: dlib-resnet-v1``) are left alone. Returns a copy."""
     out = copy.deepcopy(config)
-    for (section, key) in PATH_KEYS:
+    for (section, key) in (PATH_KEYS if keys is None else keys):
         node = out.get(section)
-        if not isinstance(node, dict) or not isinstance(node.get(key), str) or not node[key]:
+        if not isinstance(node, dict) or not isinstance(node.get(key), str) or not node[key].strip():
             continue
         value = node[key]
         if not _looks_like_path(section, key, value):

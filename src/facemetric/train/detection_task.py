@@ -73,7 +73,7 @@ from facemetric.train.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
 )
-from facemetric.train.config import apply_overrides, read_yaml
+from facemetric.train.config import apply_overrides, read_yaml, resolve_paths
 from facemetric.train.progress import TrainProgress
 from facemetric.train.run_dir import RunDir, default_run_path, saved_config
 from facemetric.train.schedules import warmup_cosine_lr
@@ -163,17 +163,6 @@ def _merge(base: dict[str, Any], update: dict[str, Any], source: str, where: str
     return out
 
 
-def _resolve_paths(config: dict[str, Any], base: str | os.PathLike) -> dict[str, Any]:
-    config = copy.deepcopy(config)
-    for section, key in _PATHS:
-        node = config.get(section)
-        value = node.get(key) if isinstance(node, dict) else None
-        if isinstance(value, str) and value.strip():
-            expanded = os.path.expanduser(os.path.expandvars(value))
-            node[key] = os.path.normpath(os.path.join(os.path.abspath(base), expanded))
-    return config
-
-
 def load_detection_config(
     config: dict[str, Any] | str | os.PathLike | None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
@@ -185,8 +174,8 @@ def load_detection_config(
         raw, base, source = {}, os.getcwd(), "config"
     else:
         raw, base, source = read_yaml(Path(config)), Path(config).parent, str(config)
-    merged = _merge(DEFAULTS, _resolve_paths(raw, base), source)
-    merged = _resolve_paths(_merge(DEFAULTS, apply_overrides(merged, list(overrides or [])), "overrides"), os.getcwd())
+    merged = _merge(DEFAULTS, resolve_paths(raw, base, _PATHS), source)
+    merged = resolve_paths(_merge(DEFAULTS, apply_overrides(merged, list(overrides or [])), "overrides"), os.getcwd(), _PATHS)
     if str(merged["task"]).lower() != "detection":
         raise _fail("task", "'detection'", merged["task"])
     if not isinstance(merged["name"], str) or not merged["name"].strip():

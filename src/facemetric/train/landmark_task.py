@@ -78,7 +78,7 @@ from facemetric.train.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
 )
-from facemetric.train.config import apply_overrides, read_yaml
+from facemetric.train.config import apply_overrides, read_yaml, resolve_paths
 from facemetric.train.progress import TrainProgress
 from facemetric.train.run_dir import RunDir, default_run_path, saved_config
 from facemetric.train.schedules import warmup_cosine_lr
@@ -223,19 +223,6 @@ def _merge(base: dict[str, Any], update: dict[str, Any], source: str, where: str
     return out
 
 
-def _resolve_paths(config: dict[str, Any], base: str | os.PathLike) -> dict[str, Any]:
-    """``config`` with its path options (``data.annotations``, ``data.cache_dir``) made
-    absolute against ``base`` (``~`` and ``$VARS`` expanded first); a copy."""
-    config = copy.deepcopy(config)
-    for section, key in _PATHS:
-        node = config.get(section)
-        value = node.get(key) if isinstance(node, dict) else None
-        if isinstance(value, str) and value.strip():
-            expanded = os.path.expanduser(os.path.expandvars(value))
-            node[key] = os.path.normpath(os.path.join(os.path.abspath(base), expanded))
-    return config
-
-
 def load_landmark_config(
     config: dict[str, Any] | str | os.PathLike | None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
@@ -248,9 +235,9 @@ def load_landmark_config(
         raw, base, source = {}, os.getcwd(), "config"
     else:
         raw, base, source = read_yaml(Path(config)), Path(config).parent, str(config)
-    merged = _merge(DEFAULTS, _resolve_paths(raw, base), source)
+    merged = _merge(DEFAULTS, resolve_paths(raw, base, _PATHS), source)
     overridden = apply_overrides(merged, list(overrides or []))
-    merged = _resolve_paths(_merge(DEFAULTS, overridden, "overrides"), os.getcwd())
+    merged = resolve_paths(_merge(DEFAULTS, overridden, "overrides"), os.getcwd(), _PATHS)
     for (section, key), check in SCHEMA.items():
         node = merged if section is None else merged[section]
         node[key] = check(key if section is None else f"{section}.{key}", node[key])
